@@ -1,0 +1,1 @@
+"""Sub-commands of `jaxdeid`; one module each, discovered by `jaxdeid.cli`."""

@@ -1,0 +1,18 @@
+"""Data: which data set, at what resolution, how it is split (SPEC §2, §5)."""
+
+import ml_collections
+
+
+def section(preset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "synthfaces"            # synthfaces | vggface2 | folder
+    c.root = ""                      # vggface2: tfds manual_dir; folder: <root>/<identity>/<image>
+    c.resolution = {"smoke": 32, "small": 64, "paper": 128}[preset]        # face crop side
+    c.scene_resolution = {"smoke": 64, "small": 128, "paper": 256}[preset]  # full frame side
+    c.num_identities = {"smoke": 48, "small": 2000, "paper": 9131}[preset]
+    c.images_per_identity = {"smoke": 8, "small": 16, "paper": 32}[preset]
+    c.split = (0.98, 0.01, 0.01)     # train / val / test, paper §4.1
+    c.split_by = "image"             # image: paper's random 98:1:1 over images; identity: disjoint people
+    c.batch_size = {"smoke": 8, "small": 32, "paper": 64}[preset]
+    c.max_image_pixels = 64_000_000  # larger files are rejected as absurd sizes
+    return c

@@ -1,0 +1,28 @@
+"""Face generation networks: StyleGAN2 (ours), StyleGAN1 and PGGAN baselines (component 4).
+
+Knob names follow NVIDIA's stylegan2-ada-pytorch `Generator` so that throughput can
+be compared at an identical configuration: channels(res) = min(channel_base // res, channel_max).
+"""
+
+import ml_collections
+
+from ._train import train_defaults
+
+
+def section(preset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.arch = "stylegan2"                                  # stylegan2 | stylegan1 | pggan
+    c.z_dim = {"smoke": 32, "small": 256, "paper": 512}[preset]
+    c.w_dim = {"smoke": 32, "small": 256, "paper": 512}[preset]
+    c.num_layers = {"smoke": 2, "small": 8, "paper": 8}[preset]   # mapping network depth
+    c.channel_base = {"smoke": 1024, "small": 8192, "paper": 32768}[preset]
+    c.channel_max = {"smoke": 64, "small": 256, "paper": 512}[preset]
+    c.img_resolution = {"smoke": 32, "small": 64, "paper": 128}[preset]
+    c.r1_gamma = {"smoke": 1.0, "small": 1.0, "paper": 10.0}[preset]
+    c.r1_interval = 16                                   # lazy R1 regularisation
+    c.ema_half_life_images = {"smoke": 100, "small": 10000, "paper": 10000}[preset]
+    c.mbstd_group = 4
+    c.train_final_resolution = True                       # PGGAN: skip progressive growing at small scale
+    c.train = train_defaults(preset, steps={"smoke": 4, "small": 5000, "paper": 200000},
+                             lr=2e-3, batch_size={"smoke": 8, "small": 32, "paper": 32})
+    return c

@@ -1,0 +1,126 @@
+"""The one results writer: every figure in results/ goes through here with provenance.
+
+Provenance = git commit, preset, seed, device, library versions and wall time
+(STYLE.md). Metric results are also appended as JSON lines to
+``results/history.jsonl`` so a reviewer can see every run, not only the last.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "dm-pix", "tensorflow-datasets")
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The current commit, with ``+dirty`` when the work tree has uncommitted changes."""
+    try:
+        root = cwd or Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_description() -> str:
+    """E.g. ``cpu x2 (x86_64)`` or ``NVIDIA H200 x1``."""
+    import jax
+
+    devices = jax.devices()
+    kind = devices[0].device_kind if devices else "none"
+    if devices and devices[0].platform == "cpu":
+        return f"cpu ({platform.machine()}, {os.cpu_count()} cores) x{len(devices)}"
+    return f"{kind} x{len(devices)}"
+
+
+def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "preset": preset,
+        "seed": int(seed),
+        "device": device_description(),
+        "versions": library_versions(),
+        "wall_s": round(float(wall_s), 3),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = np.asarray(value).tolist()
+        return _to_builtin(value) if isinstance(value, list) else value
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def write_json(path: str | os.PathLike, payload: Mapping[str, Any], *, history: bool = True) -> Path:
+    """Writes `payload` (which must hold a ``provenance`` key) as pretty JSON.
+
+    Also appends one line to ``history.jsonl`` beside it, so earlier runs are kept.
+    """
+    if "provenance" not in payload:
+        raise ValueError(f"{path}: every result needs a 'provenance' entry")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _to_builtin(payload)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    if history:
+        with open(path.parent / "history.jsonl", "a") as f:
+            f.write(json.dumps({"file": path.name, **data}, sort_keys=False) + "\n")
+    return path
+
+
+def write_markdown(path: str | os.PathLike, body: str, prov: Mapping[str, Any]) -> Path:
+    """Writes a Markdown page ending with its provenance block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
+    footer = (
+        "\n\n---\n"
+        f"*Provenance:* commit `{prov.get('git_commit')}`, preset `{prov.get('preset')}`, seed {prov.get('seed')}, "
+        f"device {prov.get('device')}, wall time {prov.get('wall_s')} s, {prov.get('date', '')}.  \n"
+        f"*Versions:* {versions}.\n"
+    )
+    path.write_text(body.rstrip() + footer)
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".3f") -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "—" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
