@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .train.sharding import initialize_distributed
+
+    initialize_distributed()  # multi-host runs only (JAXDEID_DISTRIBUTED=1); see train/sharding.py
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ..progress import progress
+from .sharding import data_mesh, replicate, shard_batch
 
 State = Any      # a pytree: params, optimiser state(s), EMA weights, ...
 Batch = Any
@@ -104,6 +105,9 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
         state, meta = _restore(manager, start, abstract)
         data_position = int(meta["data_position"])
 
+    # Data parallel over every device: batch split along ``data``, state replicated (sharding.py).
+    mesh = data_mesh()
+    state = replicate(state, mesh)
     step_fn = jax.jit(task.train_step, donate_argnums=(0,) if task.donate else ())
     records: list[dict] = []
     metrics_file = open(run_dir / "metrics.jsonl", "a")
@@ -118,7 +122,7 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
     pending: list[tuple[int, Metrics]] = []
     try:
         for step in bar:
-            batch = task.batch_fn(data_position)
+            batch = shard_batch(task.batch_fn(data_position), mesh)
             state, metrics = step_fn(state, batch, jax.random.fold_in(seed_key, step))
             data_position += 1
             done = step + 1

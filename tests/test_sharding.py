@@ -1,0 +1,40 @@
+"""Data-parallel sharding: 4 host-platform devices give the single-device numbers."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np, optax
+    sys.path.insert(0, {tests!r})
+    from test_train_loop import _regression_task, _cfg
+    from jaxdeid.train import run
+    from jaxdeid.train.sharding import data_mesh, shard_batch
+    cfg = _cfg(6)
+    _, records = run(_regression_task(cfg), cfg, {workdir!r})
+    batch = shard_batch({{"x": np.ones((8, 3), np.float32)}}, data_mesh())
+    print(json.dumps({{"devices": jax.device_count(), "losses": [r["loss"] for r in records],
+                      "shards": len(batch["x"].sharding.device_set)}}))
+""")
+
+
+def _run(tmp_path, devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    code = _SCRIPT.format(tests=os.path.dirname(__file__), workdir=str(tmp_path / f"d{devices}"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_match_one(tmp_path):
+    one, four = _run(tmp_path, 1), _run(tmp_path, 4)
+    assert one["devices"] == 1 and four["devices"] == 4
+    assert four["shards"] == 4  # the batch really is split over the four devices
+    assert one["losses"] == pytest.approx(four["losses"], rel=1e-5, abs=1e-7)
