@@ -15,4 +15,12 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.split_by = "image"             # image: paper's random 98:1:1 over images; identity: disjoint people
     c.batch_size = {"smoke": 8, "small": 32, "paper": 64}[preset]
     c.max_image_pixels = 64_000_000  # larger files are rejected as absurd sizes
+    c.seed = 0                       # SynthFaces identities/renders, the split and max_images draw
+    # direct: render / read files on the fly (no start-up cost: smoke, tests, CI);
+    # tfds: prepare once into array_record under data_dir, then tfds random access (small, paper).
+    c.storage = {"smoke": "direct", "small": "tfds", "paper": "tfds"}[preset]
+    c.data_dir = "runs/tfds"         # tfds data_dir for prepared data sets
+    c.prepare_workers = 0            # processes rendering / decoding during tfds preparation; 0 = all CPU cores
+    c.crop_margin = 0.1              # vggface2: loose box grown by this fraction per side, then squared
+    c.max_images = {"smoke": 0, "small": 0, "paper": 300_000}[preset]  # folders: random subset, 0 = all (paper §4.1)
     return c
