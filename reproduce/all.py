@@ -58,7 +58,11 @@ def main(argv=None) -> int:
     status = run_scripts(args.preset, names, extra)
     from summary import write_summary
 
-    write_summary(ROOT / "results", args.preset, status, time.perf_counter() - t0)
+    from jaxdeid.configs import get_config
+
+    results = Path(get_config(args.preset, args.overrides).results_dir)
+    write_summary(results if results.is_absolute() else ROOT / results, args.preset, status,
+                  time.perf_counter() - t0)
     failed = [n for n, s in status.items() if s["status"].startswith("failed")]
     if failed:
         print(f"[reproduce] failed: {', '.join(failed)}", file=sys.stderr)
