@@ -22,7 +22,13 @@ _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "dm
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The current commit, with ``+dirty`` when the work tree has uncommitted changes."""
+    """The current commit, with ``+dirty`` when the work tree has uncommitted changes.
+
+    A copy of the tree without ``.git`` (e.g. one shipped to a remote GPU machine) takes
+    the commit from ``JAXDEID_GIT_COMMIT``, which the shipping script sets.
+    """
+    if os.environ.get("JAXDEID_GIT_COMMIT"):
+        return os.environ["JAXDEID_GIT_COMMIT"]
     try:
         root = cwd or Path(__file__).resolve().parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -10,6 +10,19 @@ from ..cli import add_config_flags, config_from_args
 
 # name: ("module:function", help text, [(extra flag, argparse kwargs), ...])
 TRAINERS = {
+    "enhance": ("jaxdeid.light.train:train_enhance", "light enhancement network, low -> normal (component 1)", []),
+    "attenuate": ("jaxdeid.light.train:train_attenuate", "light attenuation network, normal -> low (component 6)", []),
+    "recognizer": ("jaxdeid.recognizers.train:main", "a face recognizer (triplet loss, semi-hard mining; Table 1)",
+                   [("--arch", dict(required=True, choices=("vgg16", "resnet50", "mobilenetv3", "senet50"),
+                                    help="recognizer architecture"))]),
+    "crop": ("jaxdeid.crop.train:train_main", "face cropping network, CenterNet-style detector (component 2)", []),
+    "encoder": ("jaxdeid.encoder.train:train_main", "latent code generation network, SE-ResNet50 + 6 FC (component 3)",
+                [("--arch", dict(default="stylegan2", choices=("stylegan2", "stylegan1", "pggan"),
+                                 help="the generator whose latent space the encoder inverts"))]),
+    "gan": ("jaxdeid.gan.train:train_gan", "face generation network: StyleGAN2 (ours) or a baseline (component 4)",
+            [("--arch", dict(default="stylegan2", choices=("stylegan2", "stylegan1", "pggan"),
+                             help="generator architecture (default: stylegan2)"))]),
+    "deid": ("jaxdeid.deid.losses:train_deid", "fine-tune the StyleGAN2 generator with L_F (eq. 8)", []),
 }
 
 

@@ -1,0 +1,219 @@
+"""Triplet training of one recognizer through the shared loop (`jaxdeid.train.run`).
+
+    jaxdeid train recognizer --arch resnet50 --preset small
+
+Batches are P identities x K images (``pk_batch_indices``), so every image has
+in-batch positives and negatives for online semi-hard mining (`triplet.py`).
+The state holds params, BatchNorm running statistics and the optimiser state;
+the step, checkpoints and exact resumption are the loop's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..train import Task, make_optimizer, restore_latest, run
+from .model import ARCHS, init_variables, make_embed, make_recognizer
+from .triplet import triplet_semihard_loss
+
+
+def task_name(arch: str) -> str:
+    return f"recognizer_{arch}"
+
+
+def _augment(key: jax.Array, images: jax.Array, rc, lowlight_cfg) -> jax.Array:
+    """Random horizontal flips and (optionally) LLNet low-light synthesis, per image, on device."""
+    flip_key, dark_key, pick_key = jax.random.split(key, 3)
+    if rc.flip:
+        flip = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
+        images = jnp.where(flip, images[:, :, ::-1, :], images)
+    if rc.lowlight_prob > 0:
+        from ..data.lowlight import darken  # only needed when enabled
+        dark = jax.random.bernoulli(pick_key, rc.lowlight_prob, (images.shape[0], 1, 1, 1))
+        images = jnp.where(dark, darken(dark_key, images, lowlight_cfg), images)
+    return images
+
+
+_SOURCES: dict[tuple[str, str, bool], Any] = {}
+
+
+class InMemorySource:
+    """A split held in host memory, so a training step never waits for rendering or decoding.
+
+    Same surface as the data sources (`len`, `labels`, `num_identities`, `get`). Images
+    are stored as uint8 when that is exact (SynthFaces and stored PNGs are 8-bit), else float32.
+    """
+
+    def __init__(self, source, workers: int = 0, chunk: int = 512):
+        self.labels = np.asarray(source.labels)
+        self.num_identities = source.num_identities
+        starts = list(range(0, len(source), chunk))
+        first = source.get(np.arange(0, min(chunk, len(source))))["image"]
+        exact = np.array_equal(np.round(first * 255.0) / 255.0, first.astype(np.float64).astype(np.float32))
+        store = (lambda x: np.round(x * 255.0).astype(np.uint8)) if exact else (lambda x: x.astype(np.float32))
+        self._images = np.empty((len(source), *first.shape[1:]), np.uint8 if exact else np.float32)
+        self._images[:len(first)] = store(first)
+        rest = [s for s in starts if s >= len(first)]
+        workers = workers or os.cpu_count() or 1
+        if rest and workers > 1:
+            # Rendering is numpy-bound Python; separate processes (spawned: JAX threads do not survive fork).
+            import concurrent.futures
+            import multiprocessing
+
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts = pool.map(_get_images, [source] * len(rest), [np.arange(s, min(s + chunk, len(source)))
+                                                                     for s in rest])
+                for s, images in zip(rest, parts):
+                    self._images[s:s + len(images)] = store(images)
+        else:
+            for s in rest:
+                self._images[s:s + chunk] = store(source.get(np.arange(s, min(s + chunk, len(source))))["image"])
+        self._scale = np.float32(1.0 / 255.0) if exact else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, indices) -> dict[str, np.ndarray]:
+        indices = np.asarray(indices, np.int64)
+        images = self._images[indices]
+        images = images.astype(np.float32) / np.float32(255.0) if self._scale is not None else images
+        return {"image": images, "label": self.labels[indices]}
+
+
+def _get_images(source, indices):
+    return source.get(indices)["image"]
+
+
+def get_split(config, split: str):
+    """The data source of `split`, built once per (data config, split).
+
+    The train split is held in memory (`InMemorySource`) when ``recognizer.preload_train``
+    is set, which is what makes accelerator runs fast (no per-step rendering or decoding).
+    """
+    from ..data import get_source
+
+    preload = split == "train" and bool(config.recognizer.preload_train)
+    key = (config.data.to_json(), split, preload)
+    if key not in _SOURCES:
+        source = get_source(config, split)
+        if preload:
+            t0 = time.perf_counter()
+            source = InMemorySource(source, workers=config.recognizer.preload_workers)
+            print(f"recognizer: {split} split ({len(source)} images) loaded into memory in "
+                  f"{time.perf_counter() - t0:.1f}s", flush=True)
+        _SOURCES[key] = source
+    return _SOURCES[key]
+
+
+def make_task(config, arch: str) -> Task:
+    """The `Task` that trains recognizer `arch` (name ``recognizer_<arch>``) with the semi-hard triplet loss."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown recognizer arch {arch!r}; choose one of {ARCHS}")
+    rc, tc = config.recognizer, config.recognizer.train
+    module = make_recognizer(config, arch)
+    optimizer = make_optimizer(tc, weight_decay=tc.weight_decay)
+    resolution = config.data.resolution
+    identities = tc.identities_per_batch
+    per_identity = max(2, tc.batch_size // identities)
+
+    def init(key: jax.Array) -> dict[str, Any]:
+        variables = init_variables(module, key, resolution)
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                "opt_state": optimizer.init(variables["params"])}
+
+    def train_step(state, batch, key):
+        aug_key, dropout_key = jax.random.split(key)
+        images = _augment(aug_key, batch["image"], rc, config.lowlight)
+
+        def loss_fn(params):
+            embeddings, updates = module.apply({"params": params, "batch_stats": state["batch_stats"]}, images,
+                                               train=True, mutable=["batch_stats"], rngs={"dropout": dropout_key})
+            loss, aux = triplet_semihard_loss(embeddings, batch["label"], rc.margin)
+            return loss, (aux, updates.get("batch_stats", state["batch_stats"]))
+
+        (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}, {"loss": loss, **aux}
+
+    def batch_fn(position: int):
+        from ..data import pk_batch_indices
+
+        source = get_split(config, "train")
+        indices = pk_batch_indices(source.labels, identities, per_identity, config.seed, position)
+        batch = source.get(np.asarray(indices))
+        return {"image": np.asarray(batch["image"], np.float32), "label": np.asarray(batch["label"], np.int32)}
+
+    embed = make_embed(config, arch)
+
+    def eval_fn(state) -> dict[str, float]:
+        from .evaluate import verify_split
+
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        out = verify_split(config, embed, variables, "val", num_pairs=rc.val_pairs, seed=config.seed)
+        return {"val_acc": out["accuracy"], "val_tpr": out["tpr"], "val_fpr": out["fpr"]}
+
+    return Task(name=task_name(arch), init=init, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn)
+
+
+class TrainedRecognizer(NamedTuple):
+    """A trained recognizer ready to use: ``embed(variables, images)`` is pure and jitted."""
+
+    arch: str
+    embed: Any          # embed(variables, images [B,R,R,3] in [0,1]) -> unit-norm [B, embed_dim]
+    variables: dict     # {'params', 'batch_stats'}
+    step: int           # training step of the checkpoint
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return self.embed(self.variables, images)
+
+
+def load_trained(config, arch: str) -> TrainedRecognizer:
+    """The latest checkpoint of recognizer `arch` under ``config.workdir``; FileNotFoundError if none."""
+    task = make_task(config, arch)
+    restored = restore_latest(task, config.workdir, seed=config.seed)
+    if restored is None:
+        raise FileNotFoundError(
+            f"no trained recognizer {arch!r} under {config.workdir}/{task.name}; train it with "
+            f"`jaxdeid train recognizer --arch {arch} --preset {config.preset}` "
+            f"(or `python reproduce/table1.py --preset {config.preset}`)")
+    state, meta = restored
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return TrainedRecognizer(arch=arch, embed=make_embed(config, arch), variables=variables,
+                             step=int(meta.get("step", 0)))
+
+
+def train(config, arch: str, steps: int | None = None) -> tuple[Any, list[dict]]:
+    """Trains (or resumes) recognizer `arch`; returns the final state and the metric records."""
+    task = make_task(config, arch)
+    return run(task, config.recognizer.train, config.workdir, seed=config.seed, steps=steps,
+               desc=f"recognizer {arch}")
+
+
+def main(config, args) -> int:
+    """`jaxdeid train recognizer --arch ARCH`: exit 0 when trained, 1 on failure."""
+    t0 = time.perf_counter()
+    try:
+        _, records = train(config, args.arch)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    losses = [r["loss"] for r in records if "loss" in r]
+    evals = [r for r in records if "eval/val_acc" in r]
+    summary = f"recognizer {args.arch}: {len(losses)} steps logged in {time.perf_counter() - t0:.1f}s"
+    if losses:
+        summary += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    if evals:
+        summary += f", val acc {evals[-1]['eval/val_acc']:.3f}"
+    print(summary)
+    if losses and not np.isfinite(losses[-1]):
+        return 1
+    return 0
