@@ -63,7 +63,9 @@ def get_config(preset: str = "smoke", overrides: Iterable[str] = ()) -> ml_colle
     config.preset = preset
     config.seed = 0
     config.workdir = f"runs/{preset}"      # checkpoints and logs, one sub-folder per network
-    config.results_dir = "results"         # where reproduce/ writes tables and figures
+    # Where reproduce/ writes tables and figures. Smoke runs (tests, CI, the README's quick
+    # main job) get their own folder so they never overwrite the small/paper results.
+    config.results_dir = "results/smoke" if preset == "smoke" else "results"
     for name in SECTIONS:
         module = importlib.import_module(f"{__name__}.{name}")
         config[name] = module.section(preset)

@@ -1,0 +1,206 @@
+"""Every network's variables in ONE params pytree, for the private step.
+
+    params, notes = load_params(config, "ours")                       # trained checkpoints
+    params, notes = load_params(config, "ours", allow_untrained=True) # random init where missing
+    params = init_params(config, "pggan", jax.random.PRNGKey(0))      # all random (tests, benchmarks)
+
+Layout (what `jaxdeid.deid.step` reads):
+
+    {"detector":  {"params", "batch_stats"},        jaxdeid train crop
+     "encoder":   encoder variables,                 jaxdeid train encoder --arch <gan arch>
+     "generator": {"params", "buffers"} (EMA G),     jaxdeid train gan --arch <gan arch>  (ours: L_F fine-tuned G if present)
+     "judges":    {arch: {"params", "batch_stats"}}, jaxdeid train recognizer --arch <arch>
+     "enhance":   {"params"}, "attenuate": {"params"}   (ours only) jaxdeid train enhance / attenuate}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .step import GENERATOR_ARCH, check_method, make_encoder_module, uses_light_networks
+
+
+def network_names(config, method: str) -> list[str]:
+    """The params keys `method` needs ("judges/<arch>" for each judge)."""
+    names = ["detector", "encoder", "generator"] + [f"judges/{a}" for a in config.recognizer.judges]
+    return (["enhance", "attenuate"] if uses_light_networks(method) else []) + names
+
+
+def train_command(config, method: str, name: str) -> str:
+    """The `jaxdeid train ...` command that produces network `name` of `method`."""
+    arch = GENERATOR_ARCH[method]
+    suffix = f" --preset {config.preset}"
+    if name in ("enhance", "attenuate"):
+        return f"jaxdeid train {name}{suffix}"
+    if name == "detector":
+        return f"jaxdeid train crop{suffix}"
+    if name == "encoder":
+        return f"jaxdeid train encoder --arch {arch}{suffix}"
+    if name == "generator":
+        return f"jaxdeid train gan --arch {arch}{suffix}"
+    return f"jaxdeid train recognizer --arch {name.split('/', 1)[1]}{suffix}"
+
+
+def _fast_init_key(key: jax.Array) -> jax.Array:
+    """An "rbg" PRNG key derived from `key`, for initialisation only.
+
+    XLA compiles threefry-based initialisers very slowly on the CPU (minutes for a
+    small U-Net under load); the "rbg" generator is a single XLA op and compiles ~6x
+    faster. Initial weights are random either way; note that rbg bits may differ
+    between backends, so random init is reproducible per device kind, not across them.
+    """
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    data = jnp.ravel(jnp.asarray(data, jnp.uint32))
+    return jax.random.wrap_key_data(jnp.resize(data, (4,)), impl="rbg")
+
+
+def _init_one(config, method: str, name: str, key: jax.Array) -> Any:
+    """Random variables of one network (jitted init: one compile beats op-by-op dispatch)."""
+    from .. import crop as crop_ops
+    from ..gan import init_generator, make_generator
+    from ..light import make_model as make_light
+    from ..recognizers.model import init_variables, make_recognizer
+
+    resolution, scene = int(config.data.resolution), int(config.data.scene_resolution)
+    key = _fast_init_key(key)
+    if name in ("enhance", "attenuate"):
+        model = make_light(config, name)
+        size = scene if name == "enhance" else resolution
+        args = [jnp.zeros((1, size, size, 3), jnp.float32)]
+        if model.level_input:
+            args.append(jnp.zeros((1,), jnp.float32))
+        return {"params": jax.jit(model.init)(key, *args)["params"]}
+    if name == "detector":
+        detector = crop_ops.make_detector(config)
+        variables = jax.jit(lambda k: detector.init(k, jnp.zeros((1, scene, scene, 3), jnp.float32),
+                                                    train=False))(key)
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    if name == "encoder":
+        encoder = make_encoder_module(config, GENERATOR_ARCH[method])
+        return dict(jax.jit(encoder.init)(key, jnp.zeros((1, resolution, resolution, 3), jnp.float32)))
+    if name == "generator":
+        G = make_generator(config.gan, GENERATOR_ARCH[method])
+        return jax.jit(lambda k: init_generator(G, k))(key)
+    arch = name.split("/", 1)[1]
+    return init_variables(make_recognizer(config, arch), key, resolution)
+
+
+# The real initialiser, kept under a second name so `quick_random_variables` still finds the
+# shapes when a test replaces `_init_one` to control what --allow-untrained draws.
+_module_init = _init_one
+
+
+def _load_one(config, method: str, name: str) -> Any:
+    """Trained variables of one network; FileNotFoundError when its checkpoint is missing."""
+    arch = GENERATOR_ARCH[method]
+    if name in ("enhance", "attenuate"):
+        from ..light import load_trained
+        return load_trained(config, name)[1]
+    if name == "detector":
+        from ..crop import load_trained
+        return load_trained(config)[1]
+    if name == "encoder":
+        from ..encoder import load_trained
+        loaded = load_trained(config, arch)
+        return loaded[1] if isinstance(loaded, tuple) else loaded
+    if name == "generator":
+        if method == "ours":
+            from .losses import load_finetuned_generator
+            finetuned = load_finetuned_generator(config)
+            if finetuned is not None:
+                return finetuned
+        from ..gan import load_trained
+        return load_trained(config, arch)
+    from ..recognizers.train import load_trained
+    return load_trained(config, name.split("/", 1)[1]).variables
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, variables in flat.items():
+        if name.startswith("judges/"):
+            params.setdefault("judges", {})[name.split("/", 1)[1]] = variables
+        else:
+            params[name] = variables
+    return params
+
+
+def init_params(config, method: str, key: jax.Array) -> dict[str, Any]:
+    """Randomly initialised variables of every network `method` uses (tests, benchmarks, demos)."""
+    check_method(method)
+    names = network_names(config, method)
+    keys = jax.random.split(key, len(names))
+    return _nest({name: _init_one(config, method, name, k) for name, k in zip(names, keys)})
+
+
+def quick_random_variables(config, method: str, name: str, seed: int = 0) -> Any:
+    """Random variables of network `name` with its exact shapes, WITHOUT compiling an initialiser.
+
+    Shapes come from ``jax.eval_shape`` of the network's init (tracing only); values are
+    drawn with numpy: biases, means and offsets 0, BatchNorm scales and variances 1,
+    kernels N(0, 1/fan_in) — N(0, 1) for the generator, whose equalised learning rate
+    scales weights at run time as StyleGAN initialises them — and other buffers N(0, 1).
+    For tests and benchmarks of the pipeline's mechanics on a busy CPU, where compiling
+    seven initialisers costs minutes; `init_params` uses each module's own initialisers.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    unit_weights = name == "generator"
+
+    def fill(path, leaf):
+        leaf_name = str(getattr(path[-1], "key", path[-1])) if path else ""
+        shape, dtype = leaf.shape, leaf.dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            return jnp.zeros(shape, dtype)
+        if leaf_name in ("var", "scale"):
+            return jnp.ones(shape, dtype)
+        if leaf_name in ("bias", "mean", "w_avg") or len(shape) == 0:
+            return jnp.zeros(shape, dtype)
+        fan_in = 1 if unit_weights or len(shape) < 2 else int(np.prod(shape[:-1]))
+        return jnp.asarray(rng.standard_normal(shape) / np.sqrt(fan_in), dtype)
+
+    shapes = jax.eval_shape(lambda k: _module_init(config, method, name, k), jax.random.PRNGKey(0))
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def quick_random_params(config, method: str, seed: int = 0) -> dict[str, Any]:
+    """`quick_random_variables` for every network of `method`, as one params pytree."""
+    check_method(method)
+    return _nest({name: quick_random_variables(config, method, name, seed + index)
+                  for index, name in enumerate(network_names(config, method))})
+
+
+def load_params(config, method: str, *, allow_untrained: bool = False, key: jax.Array | None = None,
+                names: Sequence[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The params pytree of `method` from the trained checkpoints under ``config.workdir``.
+
+    Returns ``(params, untrained)``: ``untrained`` names the networks that had no
+    checkpoint and were randomly initialised instead, which only happens with
+    ``allow_untrained=True`` (each from ``fold_in(key, position in network_names)``, so a
+    subset asked for with `names`, e.g. ``["judges/vgg16"]``, gets the same weights as
+    the full load). Otherwise a missing checkpoint raises FileNotFoundError
+    listing every missing network and the `jaxdeid train ...` command for each.
+    """
+    check_method(method)
+    key = jax.random.PRNGKey(int(config.seed)) if key is None else key
+    flat, missing = {}, []
+    for index, name in enumerate(network_names(config, method)):
+        if names is not None and name not in names:
+            continue
+        try:
+            flat[name] = _load_one(config, method, name)
+        except FileNotFoundError:
+            missing.append(name)
+            if allow_untrained:
+                flat[name] = _init_one(config, method, name, jax.random.fold_in(key, index))
+    if missing and not allow_untrained:
+        lines = "\n".join(f"  {name:<22} {train_command(config, method, name)}" for name in missing)
+        raise FileNotFoundError(
+            f"{method}: no trained checkpoint under {config.workdir} for {len(missing)} network(s); "
+            f"train them first:\n{lines}\n(or pass --allow-untrained to run with random weights: "
+            f"a demo/test only, its faces are not meaningful)")
+    return _nest(flat), missing

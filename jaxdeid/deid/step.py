@@ -1,0 +1,428 @@
+"""The private-face step (paper Fig. 2, SPEC §1 "Order at inference"), fused and staged.
+
+``make_private_step(config, method)`` returns ONE pure function
+
+    private_step(params, x_lowlight, key) -> (private_frames, diagnostics)
+
+meant to be wrapped in ``jax.jit``. Read top to bottom it is the paper's pipeline:
+
+    enhance (ours only)                      light enhancement network, component 1
+    detect + aligned crop                    face cropping network, component 2
+    encode                                   latent code generation network, component 3
+    lax.while_loop, per-sample done-mask:    components 4, 5, 6, 7
+        w <- w + s_k n   (not-done samples)  SPEC §4.6 latent noise, s_k = s_0 * growth**k
+        synthesize (const noise)             face generation network
+        attenuate (ours only)                light attenuation network
+        embed with every white-box judge     recognizers, cosine similarity to the ORIGINAL face
+        done once every judge's similarity < config.recognizer.threshold
+    paste back into the low-light frame      component 8
+
+The "original" face a judge compares with is the face the generator started from:
+the enhanced crop for ours, the low-light crop for the baselines (which see no light
+networks, SPEC §4.5). ``config.deid.judge_views="both"`` makes ours check both the
+normal-light synthesized face and the released, attenuated face (the reported
+similarity per judge is the larger of the two).
+
+FAIL CLOSED. The step never returns an original face as if it were private. A sample
+is a *success* when (SPEC §4.4) the face was detected (score >= crop.score_threshold and
+a box at least ``deid.min_face_pixels`` a side),
+the output face is valid (finite, mean luminance >= ½ of the input face's) and every
+judge rejects it within ``config.deid.max_iters`` iterations. Every other sample gets a
+*fallback* frame instead, flagged ``fallback=True`` in the diagnostics:
+  * face detected but not a success: the face square, grown by ``deid.fallback_margin``
+    per side, is replaced by the input pixelated to ``deid.fallback_cells`` cells a side;
+  * no face found: the whole frame is pixelated to ``deid.fallback_frame_cells`` cells.
+
+``make_staged_pipeline(config, method)`` is the same computation with every network
+jitted on its own, numpy arrays passed between stages on the host, and the noise
+loop as a Python loop; it exists to check the fused step and to measure what fusion
+buys. Both are built from the same stage functions (`make_stages`), so they can only
+differ by floating-point reassociation.
+
+``params`` is a pytree holding every network's variables (see `jaxdeid.deid.pipeline`):
+``{"detector", "encoder", "generator", "judges": {arch: ...}}`` plus ``"enhance"`` and
+``"attenuate"`` for ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import crop as crop_ops
+
+METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
+
+# The generator each method inverts and perturbs. Ours is StyleGAN2 plus the light
+# networks; the StyleGAN2 baseline is the same generator with no light networks.
+GENERATOR_ARCH = {"ours": "stylegan2", "pggan": "pggan", "stylegan1": "stylegan1", "stylegan2": "stylegan2"}
+
+# Rec. 601 luma, the "mean luminance" of SPEC §4.4 (same weights as the light networks and metrics).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown de-identification method {method!r}; choose one of {METHODS}")
+    return method
+
+
+def uses_light_networks(method: str) -> bool:
+    """Only our method enhances before and attenuates after the generator (SPEC §4.5)."""
+    return check_method(method) == "ours"
+
+
+def mean_luminance(images: jax.Array) -> jax.Array:
+    """Mean BT.601 luma per image, [B, H, W, 3] -> [B]."""
+    return jnp.mean(images @ jnp.asarray(_LUMA, images.dtype), axis=(-2, -1))
+
+
+def pixelate(images: jax.Array, cells: int) -> jax.Array:
+    """Area-averages each image to ``cells x cells`` blocks and blows them up again (nearest).
+
+    With 4 cells a face carries 48 numbers: nothing a recognizer (or a person) can
+    identify, but the frame keeps its layout and brightness.
+    """
+    batch, height, width, channels = images.shape
+    small = jax.image.resize(images, (batch, cells, cells, channels), "linear", antialias=True)
+    return jax.image.resize(small, (batch, height, width, channels), "nearest")
+
+
+# --------------------------------------------------------------------------- networks
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The Flax modules of one method (static; their variables live in ``params``)."""
+
+    method: str
+    enhance: nn.Module | None      # light enhancement (ours only)
+    attenuate: nn.Module | None    # light attenuation (ours only)
+    detector: nn.Module            # face cropping network
+    encoder: nn.Module             # latent code generation network for `generator`
+    generator: nn.Module           # StyleGAN2 / StyleGAN1 / PGGAN generator
+    judges: tuple[tuple[str, nn.Module], ...]  # (arch, recognizer) white-box judges, config order
+
+
+def make_encoder_module(config, generator_arch: str) -> nn.Module:
+    """The latent encoder that inverts `generator_arch` (owned by `jaxdeid.encoder`)."""
+    from .. import encoder
+
+    return encoder.make_encoder(config, generator_arch)
+
+
+def make_networks(config, method: str) -> Networks:
+    """Builds every module `method` needs from the config (no variables)."""
+    from ..gan import make_generator
+    from ..light import make_model as make_light
+    from ..recognizers.model import make_recognizer
+
+    check_method(method)
+    arch = GENERATOR_ARCH[method]
+    light = uses_light_networks(method)
+    judges = tuple((name, make_recognizer(config, name)) for name in config.recognizer.judges)
+    if not judges:
+        raise ValueError("config.recognizer.judges is empty: the noise loop needs at least one white-box judge")
+    return Networks(
+        method=method,
+        enhance=make_light(config, "enhance") if light else None,
+        attenuate=make_light(config, "attenuate") if light else None,
+        detector=crop_ops.make_detector(config),
+        encoder=make_encoder_module(config, arch),
+        generator=make_generator(config.gan, arch),
+        judges=judges,
+    )
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class Stages(NamedTuple):
+    """Pure stage functions shared by the fused step and the staged pipeline."""
+
+    networks: Networks
+    enhance: Callable          # (params, frames) -> frames fed to the detector / encoder
+    detect: Callable           # (params, frames) -> boxes [B,4], scores [B]
+    found: Callable            # (boxes, scores) -> [B] bool: a usable face was detected
+    crop_faces: Callable       # (frames_in, x_low, boxes) -> (original faces, low-light input faces)
+    encode: Callable           # (params, faces) -> latents [B, num_ws, latent_dim]
+    embed: Callable            # (params, arch, faces) -> unit embeddings [B, E]
+    perturb: Callable          # (w, key, k, active) -> w with noise on the active samples
+    synthesize: Callable       # (params, w) -> faces in [0, 1]
+    attenuate: Callable        # (params, faces, level) -> released faces
+    similarities: Callable     # (embeddings [J,B,E], references [J,B,E]) -> [B, J]
+    finish: Callable           # (x_low, boxes, scores, private faces, input faces, deidentified) -> frames, flags
+    threshold: float
+    max_iters: int
+    judge_both_views: bool
+
+
+def make_stages(config, method: str) -> Stages:
+    """The building blocks of the private step, each a pure function of its inputs."""
+    nets = make_networks(config, method)
+    light = uses_light_networks(method)
+    resolution = int(config.data.resolution)
+    align_margin = float(config.crop.align_margin)
+    feather = float(config.crop.feather)
+    score_threshold = float(config.crop.score_threshold)
+    min_frame_side = float(config.data.scene_resolution)
+    dc = config.deid
+    min_face_pixels = float(dc.min_face_pixels)
+    if dc.noise not in ("additive", "multiplicative"):
+        raise ValueError(f"config.deid.noise must be 'additive' or 'multiplicative', not {dc.noise!r}")
+    if dc.judge_views not in ("both", "output"):
+        raise ValueError(f"config.deid.judge_views must be 'both' or 'output', not {dc.judge_views!r}")
+    multiplicative = dc.noise == "multiplicative"
+    sigma_start, sigma_growth = float(dc.sigma_start), float(dc.sigma_growth)
+    modules = dict(nets.judges)
+
+    def enhance(params, frames):
+        if not light:
+            return frames
+        return jnp.clip(nets.enhance.apply(params["enhance"], frames), 0.0, 1.0)
+
+    def detect(params, frames):
+        return crop_ops.detect(nets.detector, params["detector"], frames)
+
+    def found(boxes, scores):
+        # A face counts when the detector is confident AND its box is not degenerate: a box a
+        # few pixels wide cannot be the face, and pasting/pixelating it would leave the real
+        # face untouched, so such frames take the whole-frame fallback (fail closed).
+        side_px = jnp.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * min_frame_side
+        return (scores >= score_threshold) & (side_px >= min_face_pixels)
+
+    def crop_faces(frames_in, x_low, boxes):
+        original = crop_ops.aligned_crop(frames_in, boxes, resolution, align_margin)
+        low = original if not light else crop_ops.aligned_crop(x_low, boxes, resolution, align_margin)
+        return original, low
+
+    def encode(params, faces):
+        return nets.encoder.apply(params["encoder"], faces)
+
+    def embed(params, arch, faces):
+        return modules[arch].apply(params["judges"][arch], faces, train=False)
+
+    def perturb(w, key, k, active):
+        # SPEC §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
+        # staged pipeline draws exactly the same noise.
+        sigma = sigma_start * sigma_growth ** jnp.asarray(k, jnp.float32)
+        noise = jax.random.normal(jax.random.fold_in(key, k), w.shape, w.dtype)
+        moved = w * (1.0 + sigma * noise) if multiplicative else w + sigma * noise
+        return jnp.where(active[:, None, None], moved, w)
+
+    def synthesize(params, w):
+        return nets.generator.apply(params["generator"], w, method="synthesize", noise_mode="const", clip=True)
+
+    def attenuate(params, faces, level):
+        if not light:
+            return faces
+        # The attenuation network is told the input face's mean luminance (light/retinex.py),
+        # so the private face keeps the brightness of the low-light original.
+        if nets.attenuate.level_input:
+            return nets.attenuate.apply(params["attenuate"], faces, level)
+        return nets.attenuate.apply(params["attenuate"], faces)
+
+    def similarities(embeddings, references):
+        # Unit-norm embeddings: the cosine similarity is the dot product (SPEC §4.1).
+        return jnp.sum(embeddings * references, axis=-1).T
+
+    def finish(x_low, boxes, scores, private_faces, input_faces, deidentified):
+        detected = found(boxes, scores)
+        finite = jnp.all(jnp.isfinite(private_faces), axis=(1, 2, 3))
+        safe_faces = jnp.where(finite[:, None, None, None], private_faces, 0.0)
+        bright_enough = mean_luminance(safe_faces) >= dc.valid_luminance_ratio * mean_luminance(input_faces)
+        valid = finite & bright_enough
+        success = detected & valid & deidentified
+        private_frames = crop_ops.paste_back_aligned(x_low, safe_faces, boxes, align_margin, feather)
+        # Fail closed (module docstring): pixelate what may show the real face.
+        squares = crop_ops.square_boxes(boxes, (x_low.shape[1], x_low.shape[2]), float(dc.fallback_margin))
+        cells = int(dc.fallback_cells)
+        blocks = crop_ops.crop(x_low, squares, cells)
+        blocks = jax.image.resize(blocks, (blocks.shape[0], resolution, resolution, 3), "nearest")
+        face_fallback = crop_ops.paste_back(x_low, blocks, squares, margin=0.0, feather=0.0)
+        frame_fallback = pixelate(x_low, int(dc.fallback_frame_cells))
+        fallback_frames = jnp.where(detected[:, None, None, None], face_fallback, frame_fallback)
+        frames = jnp.where(success[:, None, None, None], private_frames, fallback_frames)
+        flags = {"detected": detected, "valid": valid, "deidentified": deidentified & detected,
+                 "success": success, "fallback": ~success}
+        return frames, flags
+
+    return Stages(networks=nets, enhance=enhance, detect=detect, found=found, crop_faces=crop_faces, encode=encode,
+                  embed=embed, perturb=perturb, synthesize=synthesize, attenuate=attenuate,
+                  similarities=similarities, finish=finish, threshold=float(config.recognizer.threshold),
+                  max_iters=int(dc.max_iters), judge_both_views=(dc.judge_views == "both" and light))
+
+
+def _judge_archs(stages: Stages) -> tuple[str, ...]:
+    return tuple(arch for arch, _ in stages.networks.judges)
+
+
+# --------------------------------------------------------------------------- fused step
+
+
+class LoopState(NamedTuple):
+    k: jax.Array              # iterations run so far (loop counter)
+    latents: jax.Array        # [B, num_ws, latent_dim]
+    done: jax.Array           # [B] bool: judged private, or nothing to do (no face)
+    iterations: jax.Array     # [B] int32: noise steps this sample received
+    similarities: jax.Array   # [B, J] latest (frozen once done)
+    synthesized: jax.Array    # [B, R, R, 3] latest normal-light generator output
+    private: jax.Array        # [B, R, R, 3] latest released (attenuated) face
+
+
+def make_private_step(config, method: str = "ours") -> Callable:
+    """``private_step(params, x_lowlight, key) -> (private_frames, diagnostics)``; pure, jit it.
+
+    Args (of the returned function):
+      params: every network's variables (`jaxdeid.deid.pipeline.load_params` / `init_params`).
+      x_lowlight: [B, S, S, 3] low-light frames in [0, 1], S = config.data.scene_resolution.
+      key: PRNG key for the latent noise.
+      threshold: optional judge threshold overriding config.recognizer.threshold; pass an
+        array to sweep thresholds with one compiled step (evaluation, tests).
+
+    Returns:
+      private_frames [B, S, S, 3]: private frames, or flagged fallbacks (module docstring);
+      diagnostics: dict of per-sample arrays — iterations [B] int32, similarities [B, J]
+      (judges in config.recognizer.judges order; NaN where no face was found), box [B, 4],
+      score [B], detected / valid / deidentified / success / fallback [B] bool, the faces
+      (original_faces, input_faces, synthesized_faces, private_faces [B, R, R, 3]) and the
+      latents before (initial_latents) and after the loop (latents).
+    """
+    stages = make_stages(config, method)
+    archs = _judge_archs(stages)
+
+    def private_step(params, x_lowlight, key, threshold=None):
+        threshold = stages.threshold if threshold is None else threshold
+        frames_in = stages.enhance(params, x_lowlight)
+        boxes, scores = stages.detect(params, frames_in)
+        original_faces, input_faces = stages.crop_faces(frames_in, x_lowlight, boxes)
+        initial_latents = stages.encode(params, original_faces)
+        references = jnp.stack([stages.embed(params, a, original_faces) for a in archs])
+        level = mean_luminance(input_faces)
+        detected = stages.found(boxes, scores)
+        batch = x_lowlight.shape[0]
+
+        def judge(synthesized, private):
+            if not stages.judge_both_views:
+                return stages.similarities(jnp.stack([stages.embed(params, a, private) for a in archs]), references)
+            # Both views in one batch: one recognizer call per judge (half the graph to compile).
+            both = jnp.concatenate([private, synthesized])
+            embeddings = jnp.stack([stages.embed(params, a, both) for a in archs])
+            return jnp.maximum(stages.similarities(embeddings[:, :batch], references),
+                               stages.similarities(embeddings[:, batch:], references))
+
+        def keep_going(state: LoopState):
+            return (state.k < stages.max_iters) & ~jnp.all(state.done)
+
+        def add_noise_and_judge(state: LoopState):
+            active = ~state.done
+            latents = stages.perturb(state.latents, key, state.k, active)
+            synthesized = stages.synthesize(params, latents)
+            private = stages.attenuate(params, synthesized, level)
+            sims = judge(synthesized, private)
+            rejected_by_all = jnp.all(sims < threshold, axis=1)   # NaN never passes
+            keep = lambda new, old: jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+            return LoopState(k=state.k + 1, latents=latents, done=state.done | (active & rejected_by_all),
+                             iterations=state.iterations + active.astype(jnp.int32),
+                             similarities=keep(sims, state.similarities),
+                             synthesized=keep(synthesized, state.synthesized),
+                             private=keep(private, state.private))
+
+        start = LoopState(k=jnp.zeros((), jnp.int32), latents=initial_latents, done=~detected,
+                          iterations=jnp.zeros((batch,), jnp.int32),
+                          similarities=jnp.full((batch, len(archs)), jnp.nan, jnp.float32),
+                          synthesized=jnp.zeros_like(original_faces), private=jnp.zeros_like(original_faces))
+        end = jax.lax.while_loop(keep_going, add_noise_and_judge, start)
+        deidentified = detected & jnp.all(end.similarities < threshold, axis=1)
+        frames, flags = stages.finish(x_lowlight, boxes, scores, end.private, input_faces, deidentified)
+        diagnostics = {"iterations": end.iterations, "similarities": end.similarities, "box": boxes,
+                       "score": scores, **flags, "original_faces": original_faces, "input_faces": input_faces,
+                       "synthesized_faces": end.synthesized, "private_faces": end.private,
+                       "initial_latents": initial_latents, "latents": end.latents}
+        return frames, diagnostics
+
+    private_step.judges = archs
+    private_step.method = method
+    return private_step
+
+
+# --------------------------------------------------------------------------- staged twin
+
+
+def make_staged_pipeline(config, method: str = "ours") -> Callable:
+    """The same computation as `make_private_step`, but un-fused: for checks and profiling.
+
+    Every network is its own ``jax.jit``; stages exchange numpy arrays on the host, and
+    the noise loop is a Python loop that stops when every sample is done or at the cap.
+    Returns ``staged(params, x_lowlight, key) -> (frames, diagnostics)`` with numpy values.
+    """
+    stages = make_stages(config, method)
+    archs = _judge_archs(stages)
+    host = lambda tree: jax.tree_util.tree_map(np.asarray, tree)
+    enhance = jax.jit(stages.enhance)
+    detect = jax.jit(stages.detect)
+    crop_faces = jax.jit(stages.crop_faces)
+    encode = jax.jit(stages.encode)
+    embed = {a: jax.jit(lambda p, faces, a=a: stages.embed(p, a, faces)) for a in archs}
+    perturb = jax.jit(stages.perturb)
+    synthesize = jax.jit(stages.synthesize)
+    attenuate = jax.jit(stages.attenuate)
+    similarities = jax.jit(stages.similarities)
+    finish = jax.jit(stages.finish)
+    found = jax.jit(stages.found)
+
+    def staged(params, x_lowlight, key, threshold=None):
+        threshold = stages.threshold if threshold is None else float(threshold)
+        x_lowlight = np.asarray(x_lowlight, np.float32)
+        frames_in = host(enhance(params, x_lowlight))
+        boxes, scores = host(detect(params, frames_in))
+        original_faces, input_faces = host(crop_faces(frames_in, x_lowlight, boxes))
+        initial_latents = host(encode(params, original_faces))
+        references = np.stack([host(embed[a](params, original_faces)) for a in archs])
+        level = host(mean_luminance(input_faces))
+        batch = x_lowlight.shape[0]
+        detected = host(found(boxes, scores))
+        done = ~detected
+        latents = initial_latents
+        iterations = np.zeros((batch,), np.int32)
+        sims_now = np.full((batch, len(archs)), np.nan, np.float32)
+        synthesized_now = np.zeros_like(original_faces)
+        private_now = np.zeros_like(original_faces)
+        for k in range(stages.max_iters):
+            if done.all():
+                break
+            active = ~done
+            latents = host(perturb(latents, key, k, active))
+            synthesized = host(synthesize(params, latents))
+            private = host(attenuate(params, synthesized, level))
+            if stages.judge_both_views:
+                both = np.concatenate([private, synthesized])
+                embeddings = np.stack([host(embed[a](params, both)) for a in archs])
+                sims = np.maximum(host(similarities(embeddings[:, :batch], references)),
+                                  host(similarities(embeddings[:, batch:], references)))
+            else:
+                sims = host(similarities(np.stack([host(embed[a](params, private)) for a in archs]), references))
+            with np.errstate(invalid="ignore"):
+                rejected_by_all = np.all(sims < threshold, axis=1)
+            sims_now = np.where(active[:, None], sims, sims_now)
+            synthesized_now = np.where(active[:, None, None, None], synthesized, synthesized_now)
+            private_now = np.where(active[:, None, None, None], private, private_now)
+            iterations = iterations + active.astype(np.int32)
+            done = done | (active & rejected_by_all)
+        with np.errstate(invalid="ignore"):
+            deidentified = detected & np.all(sims_now < threshold, axis=1)
+        frames, flags = host(finish(x_lowlight, boxes, scores, private_now, input_faces, deidentified))
+        diagnostics = {"iterations": iterations, "similarities": sims_now, "box": boxes, "score": scores,
+                       **flags, "original_faces": original_faces, "input_faces": input_faces,
+                       "synthesized_faces": synthesized_now, "private_faces": private_now,
+                       "initial_latents": initial_latents, "latents": latents}
+        return frames, diagnostics
+
+    staged.judges = archs
+    staged.method = method
+    return staged
