@@ -11,6 +11,7 @@ Modules (each metric registers itself on import):
     verification.py    1:1 pairs (make_pairs), TPR / FPR / accuracy at 0.3, ROC, AUC, TAR@FAR
     identification.py  1:N gallery enrollment and tpr_1n / fpr_1n / reject_1n (Table 3 reading)
     success.py         Fig. 6 success rate (detected, valid, deidentified) and box IoU
+    frechet.py         Fréchet distance and KID between two feature sets (generator quality)
     stats.py           bootstrap confidence intervals over identities
     plots.py           ROC curves to PNG
 """
@@ -21,6 +22,7 @@ from .verification import (DEFAULT_THRESHOLD, auc, make_pairs, pair_scores, roc,
                            verification_rates)
 from .identification import enroll_gallery, identification_rates, identify
 from .success import iou, mean_luminance, success_rate
+from .frechet import frechet_distance, kernel_distance
 from .stats import bootstrap_ci, bootstrap_distribution, identification_ci, verification_ci
 
 __all__ = [

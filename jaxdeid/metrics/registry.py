@@ -22,6 +22,8 @@ Calling convention, fixed by ``kind`` (what a caller may rely on):
     ``fn(...) -> dict`` with a ``rate`` and one rate per part of SPEC §4.4.
 ``geometry``
     ``fn(box_a, box_b) -> jnp.ndarray`` on (y0, x0, y1, x1) boxes.
+``distribution``
+    ``fn(features_a [N, D], features_b [M, D]) -> float`` between two sets of samples (numpy, host side).
 
 Dict-valued metrics return plain Python floats / ints (and numpy arrays for per-example
 flags or curves) so the results writer can serialise them unchanged.
@@ -32,8 +34,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Literal, TypeVar
 
-MetricKind = Literal["pairwise", "verification", "identification", "success", "geometry"]
-_KINDS: tuple[str, ...] = ("pairwise", "verification", "identification", "success", "geometry")
+MetricKind = Literal["pairwise", "verification", "identification", "success", "geometry", "distribution"]
+_KINDS: tuple[str, ...] = ("pairwise", "verification", "identification", "success", "geometry", "distribution")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
