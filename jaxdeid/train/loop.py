@@ -141,6 +141,7 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
                 record = {"step": done, **{f"eval/{k}": float(v) for k, v in task.eval_fn(state).items()}}
                 records.append(record)
                 metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()  # a run stopped before the next log step keeps its eval line
             if done % train_cfg.ckpt_every == 0 or done == total:
                 save(done)
         if start >= total and manager.latest_step() is None:

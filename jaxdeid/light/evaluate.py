@@ -1,0 +1,105 @@
+"""Test-split scores of the light networks (what reproduce/light.py reports).
+
+For every test face x (normal light) we synthesise its low-light version
+y = LLNet(x) with a per-image key (so the pairs never depend on batching), then:
+
+* enhancement: PSNR / SSIM against x of the low-light input y and of the enhanced E(y);
+* attenuation: W(x, level = mean luminance of y) against the low-light target y.
+  y holds one random noise realisation that no network can predict, so besides the
+  score against y we also score against y's noise-free twin x ** gamma (same gamma)
+  and report the *ceiling*: SSIM(x ** gamma, y), the best any deterministic output
+  could be expected to reach against y at that noise level.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..metrics import psnr, ssim
+from .losses import light_loss
+from .retinex import RetinexNet, mean_luminance
+from .train import TEST_PAIRS_TAG, darken_each, make_apply, pair_keys
+
+
+def _pairs(config, normal, example_ids):
+    keys = pair_keys(int(config.seed), TEST_PAIRS_TAG, example_ids)
+    return darken_each(keys, normal, config.lowlight)
+
+
+def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Optional[tuple[RetinexNet, dict]],
+             *, split: str = "test", max_images: int = 0, batch_size: int = 64, keep_examples: int = 6) -> dict:
+    """Scores of the trained networks on `split`; each argument is ``(model, variables)`` or None.
+
+    Returns ``{"count", "enhance": {...}, "attenuate": {...}, "examples": {...}}``: means over
+    the images of per-image PSNR (dB) / SSIM, the mean test loss (eq. 4), the luminance
+    ratio (attenuated mean luminance / low-light target mean luminance, as a ratio of the
+    split means and as the mean per-image ratio) and the first `keep_examples` images.
+    """
+    from ..data import get_source
+
+    source = get_source(config, split)
+    count = len(source) if not max_images else min(int(max_images), len(source))
+    chi = (config.light.chi_mse, config.light.chi_ssim)
+
+    @jax.jit
+    def score(enh_params, att_params, normal, low, low_clean):
+        out = {"psnr_lowlight": psnr(low, normal), "ssim_lowlight": ssim(low, normal),
+               "lum_low": mean_luminance(low), "lum_low_clean": mean_luminance(low_clean),
+               "ssim_ceiling": ssim(low_clean, low)}
+        images = {}
+        if enhancer is not None:
+            enhanced = make_apply(enhancer[0])(enh_params, low)
+            out.update(psnr_enhanced=psnr(enhanced, normal), ssim_enhanced=ssim(enhanced, normal),
+                       loss_enhance=jnp.full(normal.shape[:1], light_loss(enhanced, normal, *chi)[0]))
+            images["enhanced"] = enhanced
+        if attenuator is not None:
+            attenuated = make_apply(attenuator[0])(att_params, normal, mean_luminance(low))
+            out.update(lum_attenuated=mean_luminance(attenuated), ssim_attenuated=ssim(attenuated, low),
+                       ssim_attenuated_clean=ssim(attenuated, low_clean), psnr_attenuated=psnr(attenuated, low),
+                       psnr_attenuated_clean=psnr(attenuated, low_clean),
+                       loss_attenuate=jnp.full(normal.shape[:1], light_loss(attenuated, low, *chi)[0]))
+            images["attenuated"] = attenuated
+        return out, images
+
+    enh_params = enhancer[1]["params"] if enhancer is not None else None
+    att_params = attenuator[1]["params"] if attenuator is not None else None
+    per_image: dict[str, list[np.ndarray]] = {}
+    examples: dict[str, np.ndarray] = {}
+    for start in range(0, count, batch_size):
+        ids = np.arange(start, min(start + batch_size, count))
+        normal = jnp.asarray(source.get(ids)["image"])
+        low, low_clean = _pairs(config, normal, ids)
+        out, images = score(enh_params, att_params, normal, low, low_clean)
+        for key, value in out.items():
+            per_image.setdefault(key, []).append(np.asarray(value, np.float64))
+        if start == 0:
+            examples = {"low": np.asarray(low[:keep_examples]), "normal": np.asarray(normal[:keep_examples]),
+                        **{k: np.asarray(v[:keep_examples]) for k, v in images.items()}}
+    values = {k: np.concatenate(v) for k, v in per_image.items()}
+    result = {"count": count, "examples": examples,
+              "lowlight": {"psnr": float(values["psnr_lowlight"].mean()), "ssim": float(values["ssim_lowlight"].mean()),
+                           "mean_luminance": float(values["lum_low"].mean()),
+                           "ssim_noise_free_vs_noisy": float(values["ssim_ceiling"].mean())}}
+    if enhancer is not None:
+        result["enhance"] = {"loss": float(values["loss_enhance"].mean()),
+                             "psnr_lowlight": float(values["psnr_lowlight"].mean()),
+                             "psnr_enhanced": float(values["psnr_enhanced"].mean()),
+                             "ssim_enhanced": float(values["ssim_enhanced"].mean()),
+                             "ssim_lowlight": float(values["ssim_lowlight"].mean())}
+    if attenuator is not None:
+        lum_att, lum_low = values["lum_attenuated"], values["lum_low"]
+        result["attenuate"] = {
+            "loss": float(values["loss_attenuate"].mean()),
+            "luminance_ratio": float(lum_att.mean() / lum_low.mean()),
+            "luminance_ratio_per_image": float(np.mean(lum_att / np.maximum(lum_low, 1e-6))),
+            "luminance_ratio_noise_free": float(lum_att.mean() / values["lum_low_clean"].mean()),
+            "ssim": float(values["ssim_attenuated"].mean()),
+            "ssim_noise_free": float(values["ssim_attenuated_clean"].mean()),
+            "ssim_ceiling": float(values["ssim_ceiling"].mean()),
+            "psnr": float(values["psnr_attenuated"].mean()),
+            "psnr_noise_free": float(values["psnr_attenuated_clean"].mean())}
+    return result

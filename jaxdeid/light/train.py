@@ -1,0 +1,207 @@
+"""Training the light networks through the shared loop (`jaxdeid.train`).
+
+Pairs come from the data API: normal-light faces ``get_source(config, "train")`` at
+``config.data.resolution``, darkened on the fly with LLNet's synthesis
+(`jaxdeid.data.lowlight.darken`, SPEC §2) inside the jitted step. The darkening key
+of batch ``p`` is ``fold_in(fold_in(PRNGKey(seed), TRAIN_PAIRS_TAG), p)``, so the pair
+at a data position is a pure function of (seed, position) and a resumed run sees
+exactly the same pairs.
+
+* enhancement (``light_enhance``):   low -> normal,  loss L_E (eq. 4);
+* attenuation (``light_attenuate``): normal -> low,  loss L_W = L_E. The attenuation
+  network is also given the low-light target's mean luminance (``level``; see
+  `retinex` for why), unless ``config.light.attenuate_level_input`` is False.
+
+The attenuation target contains one random noise realisation that no function of
+the normal image can predict; MSE therefore drives the output to the *expected*
+low-light image at that brightness (the noise averaged out, including the slight
+brightening that clipping the noise at 0 causes), which is what lets its mean
+luminance match the target's. `jaxdeid.light.evaluate` scores it against both the
+noisy target and its noise-free twin.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..train import Task, make_optimizer, restore_latest, run
+from .losses import light_loss
+from .retinex import RetinexNet, make_model, mean_luminance
+
+DIRECTIONS = ("enhance", "attenuate")
+
+# Distinct PRNG streams (folded into the seed key) so training, in-loop eval and test pairs never share draws.
+TRAIN_PAIRS_TAG = 0x11E7
+EVAL_PAIRS_TAG = 0xE7A1
+TEST_PAIRS_TAG = 0x7E57
+
+
+def task_name(direction: str) -> str:
+    return f"light_{direction}"
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+
+
+def darken_batch(key: jax.Array, normal: jax.Array, lowlight_cfg) -> jax.Array:
+    """LLNet low-light version of a batch (one gamma / noise level per image)."""
+    from ..data.lowlight import darken
+
+    return darken(key, normal, lowlight_cfg)
+
+
+def darken_each(keys: jax.Array, normal: jax.Array, lowlight_cfg) -> tuple[jax.Array, jax.Array]:
+    """Darkens image i with ``keys[i]``, so an image's low-light version does not depend on batching.
+
+    Returns ``(low, low_noise_free)``: the LLNet image and its noise-free twin ``normal ** gamma``
+    with the same gamma (what a deterministic attenuation can be expected to predict).
+    """
+    from ..data.lowlight import darken
+
+    def one(key, image):
+        low, gamma, _ = darken(key, image[None], lowlight_cfg, return_params=True)
+        return low[0], jnp.clip(image, 0.0, 1.0) ** gamma[0]
+
+    return jax.vmap(one)(keys, normal)
+
+
+def pair_keys(seed: int, tag: int, example_ids) -> jax.Array:
+    """One PRNG key per example id, for deterministic evaluation pairs."""
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), tag)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(example_ids, jnp.uint32))
+
+
+def network_io(direction: str, normal: jax.Array, low: jax.Array):
+    """(input, target, level) of a direction: what the network sees and what it must produce."""
+    if direction == "enhance":
+        return low, normal, None
+    return normal, low, mean_luminance(low)
+
+
+def make_apply(model: RetinexNet) -> Callable:
+    """``apply(params, images, level) -> output``, ignoring `level` when the model does not take one."""
+    def apply(params, images, level=None):
+        if model.level_input:
+            return model.apply({"params": params}, images, level)
+        return model.apply({"params": params}, images)
+    return apply
+
+
+def make_task(config, direction: str) -> Task:
+    """The `Task` (``light_enhance`` / ``light_attenuate``) for `jaxdeid.train.run`.
+
+    The data source is opened lazily, on the first batch, so building the task to
+    restore a checkpoint (`load_trained`) never touches the data set.
+    """
+    _check_direction(direction)
+    light, train_cfg = config.light, config.light.train
+    resolution = int(config.data.resolution)
+    model = make_model(config, direction)
+    apply = make_apply(model)
+    optimizer = make_optimizer(train_cfg)
+    lowlight_cfg = config.lowlight
+    seed = int(config.seed)
+    train_key = jax.random.fold_in(jax.random.PRNGKey(seed), TRAIN_PAIRS_TAG)
+
+    def init(key):
+        images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+        args = (images, jnp.zeros((1,), jnp.float32)) if model.level_input else (images,)
+        params = model.init(key, *args)["params"]
+        return {"params": params, "opt_state": optimizer.init(params)}
+
+    @functools.lru_cache(maxsize=None)
+    def source(split):
+        from ..data import get_source
+
+        return get_source(config, split)
+
+    def batch_fn(position):
+        from ..data import batch_indices
+
+        train = source("train")
+        indices = batch_indices(len(train), int(train_cfg.batch_size), seed, position)
+        return {"normal": train.get(indices)["image"], "position": np.uint32(position)}
+
+    def loss_fn(params, normal, low):
+        inputs, targets, level = network_io(direction, normal, low)
+        outputs = apply(params, inputs, level)
+        return light_loss(outputs, targets, light.chi_mse, light.chi_ssim)
+
+    def train_step(state, batch, key):
+        del key  # the only randomness is the darkening, keyed by the data position (exact resumption)
+        normal = jnp.asarray(batch["normal"])
+        low = darken_batch(jax.random.fold_in(train_key, batch["position"]), normal, lowlight_cfg)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], normal, low)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state}, {"loss": loss, **terms}
+
+    eval_cache = {}
+
+    def eval_fn(state):
+        if "batch" not in eval_cache:
+            val = source("val")
+            count = min(int(light.eval_images), len(val))
+            normal = jnp.asarray(val.get(np.arange(count))["image"])
+            low, _ = darken_each(pair_keys(seed, EVAL_PAIRS_TAG, np.arange(count)), normal, lowlight_cfg)
+            eval_cache["batch"] = (normal, low)
+            eval_cache["step"] = jax.jit(lambda params, normal, low: loss_fn(params, normal, low)[0])
+        return {"loss": float(eval_cache["step"](state["params"], *eval_cache["batch"]))}
+
+    return Task(name=task_name(direction), init=init, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn)
+
+
+def train(config, direction: str, *, steps: int | None = None, log=None):
+    """Trains (or resumes) one light network; returns ``(state, records)`` of `jaxdeid.train.run`."""
+    task = make_task(config, direction)
+    return run(task, config.light.train, config.workdir, seed=int(config.seed), steps=steps,
+               desc=f"light {direction} ({config.preset})", log=log)
+
+
+def _train_command(config, direction: str) -> int:
+    _, records = train(config, direction)
+    losses = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    where = f"{config.workdir}/{task_name(direction)}"
+    if losses:
+        print(f"light {direction}: final train loss {losses[-1]:.4f}"
+              + (f", val loss {evals[-1]:.4f}" if evals else "") + f"; checkpoints in {where}")
+    else:
+        print(f"light {direction}: already trained to {config.light.train.steps} steps ({where})")
+    return 0
+
+
+def train_enhance(config, args) -> int:
+    """`jaxdeid train enhance`: the light enhancement network (component 1)."""
+    del args
+    return _train_command(config, "enhance")
+
+
+def train_attenuate(config, args) -> int:
+    """`jaxdeid train attenuate`: the light attenuation network (component 6)."""
+    del args
+    return _train_command(config, "attenuate")
+
+
+def load_trained(config, direction: str) -> tuple[RetinexNet, dict]:
+    """``(model, variables)`` of the trained network, for ``model.apply(variables, x[, level])``.
+
+    Raises FileNotFoundError naming the command that trains it when no checkpoint exists.
+    """
+    task = make_task(config, direction)
+    restored = restore_latest(task, config.workdir, seed=int(config.seed))
+    if restored is None:
+        raise FileNotFoundError(
+            f"no trained light {direction} network under {config.workdir}/{task_name(direction)}; "
+            f"train it with `jaxdeid train {direction} --preset {config.preset}` "
+            f"(with the same --set/--workdir options)")
+    state, _ = restored
+    return make_model(config, direction), {"params": state["params"]}
