@@ -1,4 +1,8 @@
-"""Face cropping ("interception") network (component 2)."""
+"""Face cropping ("interception") network (component 2) and paste-back (component 8).
+
+Train: ``jaxdeid train crop --preset small`` (CenterNet-style detector on SynthFaces
+scenes, normal light only). Measure: ``python reproduce/detection.py --preset small``.
+"""
 
 import ml_collections
 
@@ -8,9 +12,20 @@ from ._train import train_defaults
 def section(preset: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.width = {"smoke": 8, "small": 24, "paper": 64}[preset]     # base conv width of the detector
+    c.blocks = {"smoke": (1, 1, 1, 1), "small": (2, 2, 2, 2), "paper": (2, 2, 2, 2)}[preset]  # residual blocks per stage
+    c.head_width = 0                                             # hidden channels of each head (0: same as width)
+    c.focal_alpha = 2.0                                          # CenterNet focal loss exponents (alpha, beta)
+    c.focal_beta = 4.0
+    c.size_weight = 0.1                                          # CenterNet's lambda_size (sizes in output cells)
+    c.offset_weight = 1.0                                        # CenterNet's lambda_off
+    c.flip = True                                                # random horizontal flips while training
     c.iou_threshold = 0.5                                        # detection counts when IoU >= this (SPEC §4.4)
-    c.score_threshold = 0.5                                      # below this, "no face found"
+    c.score_threshold = 0.5                                      # below this face score, "no face found"
     c.margin = 0.1                                               # crop margin around the box, as a fraction of its side
+    c.align_margin = 0.1                                         # aligned (encoder) crop: square of side (1+2m)*max(h, w)
+    c.feather = 0.06                                             # paste-back blend ramp, fraction of the crop side
+    c.eval_scenes = {"smoke": 16, "small": 256, "paper": 512}[preset]   # val scenes for the in-training detection rate
+    c.test_scenes = {"smoke": 32, "small": 1000, "paper": 3000}[preset]  # test scenes used by reproduce/detection.py
     c.train = train_defaults(preset, steps={"smoke": 20, "small": 3000, "paper": 30000},
                              lr=1e-3, batch_size={"smoke": 8, "small": 32, "paper": 64})
     return c

@@ -1,0 +1,185 @@
+"""Training and loading the face cropping network through the shared loop.
+
+The detector learns from SynthFaces *normal-light* scenes only (no low-light
+augmentation): the paper's Fig. 6 mechanism is that a detector built for ordinary
+images misses faces in low light and finds them again after enhancement, and
+``reproduce/detection.py`` measures exactly that.
+
+    jaxdeid train crop --preset small
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..train import Task, make_optimizer, restore_latest, run
+from . import ops
+from .detector import FaceDetector, decode, detection_loss, make_detector
+
+TASK_NAME = "crop"
+
+
+def flip_horizontally(images: jax.Array, boxes: jax.Array, flip: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mirrors the images (and their boxes) where ``flip`` [B] is true."""
+    mirrored = jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+    mirrored_boxes = jnp.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]], axis=-1)
+    return mirrored, jnp.where(flip[:, None], mirrored_boxes, boxes)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _detection_step(detector, transform, variables, transform_args, frames, true_boxes, batch_index):
+    if transform is not None:
+        frames = transform(transform_args, batch_index, frames)
+    found, scores = decode(detector.apply(variables, frames, train=False))
+    return ops.box_iou(found, true_boxes), scores, found
+
+
+def detection_stats(detector: FaceDetector, variables: dict[str, Any], frames: np.ndarray, boxes: np.ndarray,
+                    batch_size: int = 64, transform=None, transform_args=None) -> dict[str, np.ndarray]:
+    """Runs the detector over ``frames`` in batches; returns per-frame ``iou``, ``score`` and ``box``.
+
+    ``transform(transform_args, batch_index, frames) -> frames`` (jit-able, hashable, e.g. a
+    module-level function) is applied on the device first, e.g. low-light synthesis or
+    enhancement; ``transform_args`` (a pytree such as network variables) is passed as a
+    traced argument, so it is not baked into the compiled program.
+    """
+    ious, scores, found = [], [], []
+    for start in range(0, len(frames), batch_size):
+        stop = min(start + batch_size, len(frames))
+        # Pad the last batch to a full one so the step compiles once.
+        pad = batch_size - (stop - start)
+        f = np.concatenate([frames[start:stop], np.repeat(frames[stop - 1:stop], pad, 0)]) if pad else frames[start:stop]
+        b = np.concatenate([boxes[start:stop], np.repeat(boxes[stop - 1:stop], pad, 0)]) if pad else boxes[start:stop]
+        iou, score, box = jax.device_get(_detection_step(detector, transform, variables, transform_args, f, b,
+                                                           start // batch_size))
+        ious.append(iou[:stop - start])
+        scores.append(score[:stop - start])
+        found.append(box[:stop - start])
+    return {"iou": np.concatenate(ious), "score": np.concatenate(scores), "box": np.concatenate(found)}
+
+
+def detection_rate(stats: dict[str, np.ndarray], iou_threshold: float, score_threshold: float) -> float:
+    """Fraction of frames whose face was found: score above threshold and IoU >= threshold (SPEC §4.4)."""
+    hits = (stats["iou"] >= iou_threshold) & (stats["score"] >= score_threshold)
+    return float(np.mean(hits))
+
+
+def make_task(config, source=None, eval_source=None) -> Task:
+    """The ``crop`` task: CenterNet loss on normal-light SynthFaces scenes.
+
+    Args:
+      config: the full project config.
+      source: a data source with ``scenes(indices)`` (default: ``get_source(config, "train")``,
+        loaded on first use so that restoring a checkpoint needs no data).
+      eval_source: scenes for the in-training detection rate (default: the val split).
+    """
+    crop_cfg, train_cfg = config.crop, config.crop.train
+    detector = make_detector(config)
+    optimizer = make_optimizer(train_cfg)
+    side = config.data.scene_resolution
+    sources: dict[str, Any] = {"train": source, "val": eval_source}
+
+    def get(split):
+        if sources[split] is None:
+            from ..data import get_source
+            sources[split] = get_source(config, split)
+        return sources[split]
+
+    def init(key):
+        variables = detector.init(key, jnp.zeros((1, side, side, 3), jnp.float32), train=False)
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                "opt_state": optimizer.init(variables["params"])}
+
+    def batch_fn(position):
+        from ..data import batch_indices
+        train = get("train")
+        indices = batch_indices(len(train), train_cfg.batch_size, config.seed, position)
+        scenes = train.scenes(indices)
+        return {"image": np.asarray(scenes["image"], np.float32), "box": np.asarray(scenes["box"], np.float32)}
+
+    def train_step(state, batch, key):
+        images, boxes = batch["image"], batch["box"]
+        if crop_cfg.flip:
+            images, boxes = flip_horizontally(images, boxes, jax.random.bernoulli(key, 0.5, (images.shape[0],)))
+
+        def loss_fn(params):
+            outputs, updates = detector.apply({"params": params, "batch_stats": state["batch_stats"]}, images,
+                                              train=True, mutable=["batch_stats"])
+            loss, metrics = detection_loss(outputs, boxes, focal_alpha=crop_cfg.focal_alpha,
+                                           focal_beta=crop_cfg.focal_beta, size_weight=crop_cfg.size_weight,
+                                           offset_weight=crop_cfg.offset_weight)
+            found, _ = decode(outputs)
+            metrics["train_iou"] = jnp.mean(ops.box_iou(jax.lax.stop_gradient(found), boxes))
+            return loss, (metrics, updates["batch_stats"])
+
+        (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "batch_stats": batch_stats,
+                "opt_state": opt_state}, metrics
+
+    def eval_fn(state):
+        val = get("val")
+        count = min(len(val), crop_cfg.eval_scenes)
+        if count == 0:
+            return {}
+        scenes = val.scenes(np.arange(count))
+        stats = detection_stats(detector, {"params": state["params"], "batch_stats": state["batch_stats"]},
+                                np.asarray(scenes["image"]), np.asarray(scenes["box"]),
+                                batch_size=min(count, 64))
+        return {"detection_rate": detection_rate(stats, crop_cfg.iou_threshold, crop_cfg.score_threshold),
+                "mean_iou": float(np.mean(stats["iou"]))}
+
+    return Task(name=TASK_NAME, init=init, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn)
+
+
+def load_trained(config) -> tuple[FaceDetector, dict[str, Any]]:
+    """The trained detector and its inference variables ``{'params', 'batch_stats'}``.
+
+    Raises FileNotFoundError if ``jaxdeid train crop`` has not been run for this preset/workdir.
+    """
+    restored = restore_latest(make_task(config), config.workdir, seed=config.seed)
+    if restored is None:
+        raise FileNotFoundError(
+            f"no trained face cropping network under {config.workdir}/{TASK_NAME}; run "
+            f"`jaxdeid train crop --preset {config.preset}` (with the same --workdir/--set options) first")
+    state, _ = restored
+    return make_detector(config), {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def make_cropper(config, detector: FaceDetector):
+    """A jitted ``crop_faces(variables, frames) -> (faces, boxes, scores)``: detection + the encoder's aligned crop.
+
+    The variables are an argument (not closed over), so they are not baked into the program.
+    """
+    from .detector import detect_and_crop
+
+    resolution, margin = int(config.data.resolution), float(config.crop.align_margin)
+
+    def crop_faces(variables, frames):
+        return detect_and_crop(detector, variables, frames, resolution, margin)
+
+    return jax.jit(crop_faces)
+
+
+def train_main(config, args) -> int:
+    """Entry point of ``jaxdeid train crop``."""
+    del args
+    start = time.perf_counter()
+    _, records = run(make_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
+    evals = [r for r in records if "eval/detection_rate" in r]
+    losses = [r for r in records if "loss" in r]
+    if losses:
+        print(f"crop: step {losses[-1]['step']} loss {losses[-1]['loss']:.4f}", end="")
+        if evals:
+            print(f", val detection rate {evals[-1]['eval/detection_rate']:.3f}", end="")
+        print(f" ({time.perf_counter() - start:.1f} s)")
+    else:
+        print(f"crop: already trained to {config.crop.train.steps} steps under {config.workdir}/{TASK_NAME}")
+    return 0

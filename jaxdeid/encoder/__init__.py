@@ -1,0 +1,19 @@
+"""Latent code generation network (paper §3.3, SPEC §1 component 3): SE-ResNet50 + six FC layers.
+
+    encoder, variables = load_trained(config, "stylegan2")    # after `jaxdeid train encoder --arch stylegan2`
+    latents = encoder.apply(variables, faces)                  # [B, num_ws, latent_dim], ready for G.synthesize
+
+One encoder per generator arch (task ``encoder_<arch>``); see ``train.py`` for the loss (eq. 5).
+"""
+
+from .encoder import LatentEncoder, MappingHead, make_encoder, with_w_avg
+
+__all__ = ["LatentEncoder", "MappingHead", "make_encoder", "with_w_avg", "make_task", "load_trained", "task_name"]
+
+
+def __getattr__(name: str):
+    # The training side pulls in the generators and the data pipeline; load it on first use.
+    if name in ("make_task", "load_trained", "task_name", "train_main", "write_reconstructions"):
+        from . import train
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
