@@ -23,6 +23,15 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.ema_half_life_images = {"smoke": 100, "small": 10000, "paper": 10000}[preset]
     c.mbstd_group = 4
     c.train_final_resolution = True                       # PGGAN: skip progressive growing at small scale
+    c.pggan_stable_images = {"smoke": 64, "small": 30000, "paper": 600000}[preset]  # PGGAN: images per stable phase
+    c.pggan_fade_images = {"smoke": 64, "small": 30000, "paper": 600000}[preset]    # PGGAN: images per fade-in
+    c.mapping_lr_multiplier = 0.01                        # StyleGAN mapping network learns 100x slower
+    c.style_mixing_prob = 0.9                             # StyleGANs: mixing regularisation (StyleGAN §3.1)
+    c.adam_beta1 = 0.0                                    # StyleGAN2's Adam betas (0, 0.99)
+    c.adam_beta2 = 0.99
+    c.sample_grid = 16                                    # images in the sample grid written at each eval
     c.train = train_defaults(preset, steps={"smoke": 4, "small": 5000, "paper": 200000},
                              lr=2e-3, batch_size={"smoke": 8, "small": 32, "paper": 32})
+    c.train.schedule = "constant"                         # GANs train at a constant learning rate
+    c.train.warmup_steps = 1                              # ... with no warm-up
     return c

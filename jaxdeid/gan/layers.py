@@ -1,0 +1,175 @@
+"""Building blocks shared by the three generators and their discriminators.
+
+Equalised learning rate (Karras et al. 2018, §4.1): every weight is stored as
+N(0, 1) / lr_multiplier and multiplied at run time by
+``lr_multiplier / sqrt(fan_in)``. Adam's updates are invariant to the scale of a
+parameter, so every layer then learns at the same speed, and the mapping
+network's ``lr_multiplier = 0.01`` slows it a hundredfold (StyleGAN, §2).
+
+Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
+(`upfirdn2d`). Here:
+
+* ``upsample_2x`` is ``jax.image.resize(..., "bilinear")``: for an exact factor 2
+  with half-pixel centres, bilinear interpolation *is* zero-insertion followed by
+  the [1, 3, 3, 1] / 4 filter (gain 4), except that the border is renormalised
+  instead of zero-padded. We apply it before the 3×3 convolution, NVIDIA applies
+  its filter after a transposed convolution; both are linear and shift-invariant,
+  so they commute and the two differ only at the border.
+* ``blur`` is the [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 depthwise filter itself, used by
+  the discriminator exactly as NVIDIA does (blur with padding, then a stride-2
+  convolution).
+* ``downsample_2x`` (blur + decimation) is ``jax.image.resize`` with
+  ``antialias=True``: for a factor 1/2 its triangle kernel has the weights
+  [1, 3, 3, 1] / 8 per axis, i.e. the same filter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+NOISE_MODES = ("const", "random", "none")   # per-pixel noise inputs: fixed buffers, fresh draws, or off
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)   # keeps the second moment of activations after lrelu (He et al.)
+
+
+def lrelu(x: Array) -> Array:
+    """Leaky ReLU with the gain sqrt(2) used throughout StyleGAN, so activations keep unit scale."""
+    return nn.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"linear": lambda x: x, "lrelu": lrelu}
+
+
+def normalize_2nd_moment(x: Array, axis: int = -1, eps: float = 1e-8) -> Array:
+    """x / sqrt(mean(x²)) along `axis`: StyleGAN's z normalisation and PGGAN's pixel norm (eq. in §4.2)."""
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axis, keepdims=True) + eps)
+
+
+pixel_norm = normalize_2nd_moment
+
+
+def upsample_2x(x: Array) -> Array:
+    """NHWC bilinear ×2 (≡ zero-insertion + [1,3,3,1] filter, see module docstring)."""
+    b, h, w, c = x.shape
+    return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="bilinear")
+
+
+def upsample_nearest_2x(x: Array) -> Array:
+    """NHWC nearest-neighbour ×2 (PGGAN's upscale2d)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def downsample_2x(x: Array) -> Array:
+    """NHWC [1,3,3,1]-filtered ×1/2 (see module docstring)."""
+    b, h, w, c = x.shape
+    return jax.image.resize(x, (b, h // 2, w // 2, c), method="bilinear", antialias=True)
+
+
+def avg_pool_2x(x: Array) -> Array:
+    """NHWC 2×2 box average (PGGAN's downscale2d)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def blur(x: Array, pad: tuple[int, int]) -> Array:
+    """Depthwise [1,3,3,1]⊗[1,3,3,1]/64 filter with explicit (before, after) zero padding on H and W."""
+    taps = jnp.array([1.0, 3.0, 3.0, 1.0], x.dtype)
+    kernel = jnp.outer(taps, taps) / 64.0
+    c = x.shape[-1]
+    kernel = jnp.tile(kernel[:, :, None, None], (1, 1, 1, c))   # HWIO with I = 1 (depthwise)
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=(pad, pad),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+
+
+def conv2d(x: Array, kernel: Array, stride: int = 1, padding="SAME") -> Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride), padding=padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class EqualDense(nn.Module):
+    """Fully connected layer with equalised learning rate (NVIDIA's FullyConnectedLayer)."""
+
+    features: int                 # output width
+    use_bias: bool = True         # add a learned bias
+    bias_init: float = 0.0        # initial bias value (1.0 for style affines, so styles start at 1)
+    lr_multiplier: float = 1.0    # learning-rate multiplier (0.01 in the mapping network)
+    activation: str = "linear"    # linear | lrelu
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        weight = self.param("weight", lambda k, s: jax.random.normal(k, s) / self.lr_multiplier,
+                            (fan_in, self.features))
+        x = x @ (weight * (self.lr_multiplier / math.sqrt(fan_in)))
+        if self.use_bias:
+            bias = self.param("bias", lambda k, s: jnp.full(s, self.bias_init / self.lr_multiplier, jnp.float32),
+                              (self.features,))
+            x = x + bias * self.lr_multiplier
+        return ACTIVATIONS[self.activation](x)
+
+
+class EqualConv(nn.Module):
+    """2-D convolution with equalised learning rate (NVIDIA's Conv2dLayer, without clamping).
+
+    ``down=True`` reproduces NVIDIA's downsampling convolution: [1,3,3,1] blur with
+    padding, then a stride-2 convolution without padding.
+    """
+
+    features: int                 # output channels
+    kernel_size: int = 3          # square kernel side
+    use_bias: bool = True         # add a learned bias
+    activation: str = "linear"    # linear | lrelu
+    down: bool = False            # halve the resolution (blur + stride 2)
+    gain: float = 1.0             # extra output gain (sqrt(0.5) on residual branches)
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k, c_in = self.kernel_size, x.shape[-1]
+        weight = self.param("weight", nn.initializers.normal(1.0), (k, k, c_in, self.features))
+        weight = weight * (1.0 / math.sqrt(c_in * k * k))
+        if self.down:
+            # Same padding arithmetic as upfirdn2d: total pad = (filter taps - 2) + (k - 1).
+            p = 2 + (k - 1)
+            x = blur(x, ((p + 1) // 2, p // 2))
+            x = conv2d(x, weight, stride=2, padding="VALID")
+        else:
+            x = conv2d(x, weight, padding="SAME")
+        if self.use_bias:
+            x = x + self.param("bias", nn.initializers.zeros, (self.features,))
+        return ACTIVATIONS[self.activation](x) * self.gain
+
+
+def minibatch_stddev(x: Array, group_size: int, num_channels: int = 1) -> Array:
+    """Appends minibatch-standard-deviation feature maps (PGGAN §3; NVIDIA's MinibatchStdLayer).
+
+    The batch is split into groups of ``group_size`` (or the whole batch when it is
+    smaller); within each group the per-feature standard deviation is averaged over
+    space and over each of ``num_channels`` channel slices, and broadcast back as
+    extra channels. It lets D notice a generator that produces too little variety.
+    """
+    b, h, w, c = x.shape
+    g = min(group_size, b)
+    if b % g:
+        raise ValueError(f"batch {b} is not divisible by the mbstd group size {g}")
+    f = num_channels
+    y = x.reshape(g, b // g, h, w, f, c // f)                 # [G, M, H, W, F, c]
+    y = y - y.mean(axis=0)
+    y = jnp.sqrt(jnp.mean(jnp.square(y), axis=0) + 1e-8)     # [M, H, W, F, c]
+    y = y.mean(axis=(1, 2, 4))                                # [M, F]
+    y = jnp.tile(y, (g, 1))                                   # [B, F]; sample i belongs to group i % M
+    y = jnp.broadcast_to(y[:, None, None, :], (b, h, w, f))
+    return jnp.concatenate([x, y], axis=-1)
+
+
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    """NVIDIA's per-resolution width rule: min(channel_base // res, channel_max)."""
+    return min(channel_base // res, channel_max)
