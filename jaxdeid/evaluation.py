@@ -253,9 +253,9 @@ def run_private_step(config, method: str, params, lowlight: np.ndarray, batch_si
     The last batch is padded by repeating its last frame, so one compilation serves the
     whole set. Returns frames + diagnostics (images as float32) and timings.
     """
-    from .deid import make_private_step
+    from .deid.step import make_jitted_private_step
 
-    step = jax.jit(make_private_step(config, method))
+    step = make_jitted_private_step(config, method)
     batch = int(batch_size or config.deid.batch_size)
     n = lowlight.shape[0]
     batch = max(1, min(batch, n))

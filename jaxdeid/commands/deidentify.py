@@ -164,7 +164,7 @@ def main(args) -> int:
 
     from ..data import ImageError, read_image, scan_folder, write_image
     from ..deid.pipeline import load_params
-    from ..deid.step import make_private_step
+    from ..deid.step import make_jitted_private_step
     from ..progress import progress
 
     started = time.perf_counter()
@@ -211,7 +211,7 @@ def main(args) -> int:
         print(f"warning: running with UNTRAINED (random) {', '.join(untrained)} (--allow-untrained); "
               f"outputs are for testing only", file=sys.stderr)
 
-    step = jax.jit(make_private_step(config, method))
+    step = make_jitted_private_step(config, method)
     judges = list(step.judges) if hasattr(step, "judges") else list(config.recognizer.judges)
     base_key = jax.random.PRNGKey(int(config.seed))
     counts = {"private": 0, "fallback": 0, "rejected": len(rejected)}

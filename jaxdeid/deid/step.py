@@ -426,3 +426,26 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
     staged.judges = archs
     staged.method = method
     return staged
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def make_jitted_private_step(config, method: str = "ours") -> Callable:
+    """The fused step, jitted and data parallel over every device.
+
+    The frames are split along the ``data`` mesh axis and the parameters replicated
+    (`jaxdeid.train.sharding`); jit partitions the while-loop and the networks, and the
+    noise draws do not depend on the partitioning, so the result equals one device's
+    (``tests/test_sharding.py``). On one device this is plain ``jax.jit``.
+    """
+    from ..train.sharding import data_mesh, replicate, shard_batch
+
+    step = jax.jit(make_private_step(config, method))
+    mesh = data_mesh()
+
+    def sharded_step(params, x_lowlight, key, threshold=None):
+        args = (replicate(params, mesh), shard_batch(x_lowlight, mesh), key)
+        return step(*args) if threshold is None else step(*args, threshold)
+
+    return sharded_step
