@@ -25,9 +25,10 @@ def lookup(data, dotted: str):
 
 def check(bands: dict, results: Path) -> list[str]:
     failures = []
-    for target, (low, high) in bands.items():
+    for target, band in bands.items():
         if target.startswith("_"):
             continue  # comments
+        low, high = band
         name, dotted = target.split(":", 1)
         path = results / name
         if not path.exists():

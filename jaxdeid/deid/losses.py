@@ -138,12 +138,16 @@ def make_task(config):
             frozen["variables"] = variables
         return frozen
 
+    # Loaded eagerly, not inside `init`: restoring a checkpoint runs `init` under
+    # jax.eval_shape, where a nested Orbax restore would only see tracers.
+    try:
+        pretrained = load_gan(config, "stylegan2")
+    except FileNotFoundError:
+        pretrained = None
+
     def init(key):
         k_g, k_d = jax.random.split(key)
-        try:
-            g_vars = load_gan(config, "stylegan2")
-        except FileNotFoundError:
-            g_vars = init_generator(G, k_g)
+        g_vars = pretrained if pretrained is not None else init_generator(G, k_g)
         d_vars = dict(D.init(k_d, jnp.zeros((1, resolution, resolution, 3), jnp.float32)))
         return {"G": g_vars, "G_ema": jax.tree_util.tree_map(jnp.array, g_vars), "D": d_vars,
                 "opt_G": opt_G.init(g_vars["params"]), "opt_D": opt_D.init(d_vars["params"])}
