@@ -141,14 +141,10 @@ def discriminator_params(config, arch: str) -> int:
 
 
 def evaluation_lod(config, arch: str) -> float:
-    """PGGAN's level of detail at the end of training (0 = full resolution); 0 for the StyleGANs."""
-    if arch != "pggan" or config.gan.train_final_resolution:
-        return 0.0
-    from jaxdeid.gan.pggan import lod_schedule
+    """PGGAN's level of detail at the end of training; the encoder trains against the same one."""
+    from jaxdeid.encoder.train import generator_lod
 
-    images_seen = float(config.gan.train.steps) * float(config.gan.train.batch_size)
-    return float(lod_schedule(images_seen, config.gan.img_resolution, config.gan.pggan_stable_images,
-                              config.gan.pggan_fade_images))
+    return generator_lod(config, arch)
 
 
 def make_generate(G, arch: str, lod: float):
