@@ -40,7 +40,7 @@ def _preview(config, args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid, face_stats = face_grid(args.identities, args.per_identity, int(config.data.resolution),
-                                 config.lowlight, seed=int(config.seed), first_identity=args.first_identity)
+                                 config.lowlight, seed=int(config.data.seed), first_identity=args.first_identity)
     grid.save(out, optimize=True)
     print(f"wrote {out}: {args.identities} identities x {args.per_identity} (normal | low-light) pairs at "
           f"{config.data.resolution} px; rendering speed {face_stats['faces_per_s']:.0f} faces/s wall, "
@@ -49,12 +49,14 @@ def _preview(config, args) -> int:
     if args.scenes:
         scenes_out = Path(args.scenes_out) if args.scenes_out else out.parent / "synthfaces_scenes.png"
         scenes_out.parent.mkdir(parents=True, exist_ok=True)
-        image, scene_stats = scene_grid(args.scenes, int(config.data.scene_resolution), seed=int(config.seed),
+        image, scene_stats = scene_grid(args.scenes, int(config.data.scene_resolution), seed=int(config.data.seed),
                                         first_identity=args.first_identity)
         image.save(scenes_out, optimize=True)
         print(f"wrote {scenes_out}: {args.scenes} scenes at {config.data.scene_resolution} px with their boxes")
         payload["scenes"] = scene_stats
-    payload["provenance"] = provenance(config.preset, config.seed, time.perf_counter() - start,
+    # The images are drawn with the data set's own seed (config.data.seed), so the preview shows
+    # exactly what training sees; provenance records that seed.
+    payload["provenance"] = provenance(config.preset, config.data.seed, time.perf_counter() - start,
                                        command="jaxdeid data preview")
     write_json(out.with_suffix(".json"), payload, history=False)
     return 0
