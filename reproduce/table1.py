@@ -47,6 +47,17 @@ PAPER_TABLE1 = {
 }
 COLUMNS = (("train_acc", "train acc"), ("test_acc", "test acc"), ("tpr", "TPR"), ("fpr", "FPR"))
 
+# Issue 4's done-when targets for every recognizer at the small preset (SPEC §4 threshold 0.3).
+TARGETS = {"test_acc": (">=", 0.95), "tpr": (">=", 0.9), "fpr": ("<=", 0.1)}
+
+# What has been tried to close a gap to TARGETS, newest last (kept here so that the page says it).
+TRIED = (
+    "triplet margin 0.2 (cosine distance): val accuracy 0.910-0.949 over the four architectures "
+    "(small preset, 3000 steps, H200)",
+    "triplet margin 0.5 (the current `recognizer.margin`): 0.941-0.962, i.e. about +3 points, because "
+    "impostor similarities are pushed further below the fixed 0.3 threshold",
+)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--archs", nargs="+", default=None, help="subset of recognizers (default: all four)")
     parser.add_argument("--results-dir", default=None, help="output folder (default: config.results_dir)")
     parser.add_argument("--no-train", action="store_true", help="evaluate existing checkpoints only")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render table1.md from the table1.json / table1_details.json already in the "
+                             "results folder (no training, no evaluation; keeps that run's provenance)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many recognizers at once, each a `jaxdeid train recognizer` process "
                              "(on one GPU this overlaps their compilations; each gets 1/jobs of its memory)")
@@ -156,7 +170,52 @@ def markdown(config, rows: dict, details: dict) -> str:
         "",
         "The paper's numbers are on VGGFace2 with full-size networks; ours are on the data and preset above, "
         "so compare the pattern, not the digits.",
+        "",
+        done_when_section(rows, details),
     ])
+
+
+def done_when_section(rows: dict, details: dict) -> str:
+    """Issue 4's targets per recognizer, and, where one is missed, the gap and what was tried."""
+    from jaxdeid.recognizers.model import DISPLAY_NAMES
+
+    def met(key, value):
+        op, target = TARGETS[key]
+        return value >= target if op == ">=" else value <= target
+
+    header = ["model"] + [f"{key} {op} {target}" for key, (op, target) in TARGETS.items()] + ["all met"]
+    table, missed = [], []
+    for arch, row in rows.items():
+        flags = [met(key, row[key]) for key in TARGETS]
+        table.append([DISPLAY_NAMES[arch]] + [f"{row[key]:.3f} ({'yes' if ok else 'no'})"
+                                               for key, ok in zip(TARGETS, flags)] + ["yes" if all(flags) else "no"])
+        if not all(flags):
+            missed.append(arch)
+    lines = ["## Done-when check (issue 4)", "", results.markdown_table(header, table)]
+    if missed:
+        auc = min(details[a]["roc_auc"] for a in missed)
+        lines += ["", f"**Gap.** {', '.join(DISPLAY_NAMES[a] for a in missed)} miss a target. Their test ROC AUC is "
+                  f"still >= {auc:.3f}, and TPR is near 1 while FPR is just above 0.1: the embeddings separate "
+                  "people, but at the fixed cosine threshold 0.3 (SPEC §4, not tuned here) about one impostor "
+                  "pair in ten is still accepted. Moving the threshold would meet the targets and is not allowed "
+                  "by the protocol; the remedy is training that pushes impostor similarities lower.",
+                  "", "Tried so far:", ""] + [f"- {t}" for t in TRIED] + [
+                  "", "Next (needs a GPU): margin 0.6-0.7, and more steps (validation accuracy was still rising "
+                  "at the last of the preset's steps)."]
+    return "\n".join(lines)
+
+
+def render_only(config, out_dir: Path) -> None:
+    """Rewrites table1.md from the stored JSON, keeping the provenance of the run that measured it."""
+    import json
+
+    stored = json.loads((out_dir / "table1.json").read_text())
+    details = json.loads((out_dir / "table1_details.json").read_text())["recognizers"]
+    rows = stored["recognizers"]
+    body = markdown(config, rows, details) + (
+        f"\n\n*Page re-rendered from table1.json / table1_details.json by `reproduce/table1.py --render-only` "
+        f"at commit `{results.git_commit()}`; every number and the provenance below are the measuring run's.*")
+    results.write_markdown(out_dir / "table1.md", body, stored["provenance"])
 
 
 def write_outputs(config, out_dir: Path, rows: dict, details: dict, wall_s: float, final: bool = True) -> None:
@@ -207,6 +266,10 @@ def main(argv=None) -> int:
     config = config_from_args(args)
     archs = tuple(args.archs or config.recognizer.archs)
     out_dir = Path(args.results_dir or config.results_dir)
+    if args.render_only:
+        render_only(config, out_dir)
+        print(f"re-rendered {out_dir}/table1.md")
+        return 0
     t0 = time.perf_counter()
     if args.jobs > 1 and not args.no_train:
         train_in_parallel(args, config, archs, args.jobs)
