@@ -27,7 +27,30 @@ from .train import TEST_PAIRS_TAG, darken_each, make_apply, pair_keys
 
 def _pairs(config, normal, example_ids):
     keys = pair_keys(int(config.seed), TEST_PAIRS_TAG, example_ids)
-    return darken_each(keys, normal, config.lowlight)
+    return darken_each(keys, normal, config.lowlight, return_params=True)
+
+
+def by_darkness(values: np.ndarray, gamma: np.ndarray, sigma: np.ndarray, lowlight_cfg, bins: int = 3) -> dict:
+    """Mean of per-image `values` in a bins x bins grid of LLNet's gamma and noise sigma.
+
+    The grid splits each parameter's range (gamma in [gamma_min, gamma_max], sigma in
+    [0, sigma_max]) into equal parts, so it shows where in LLNet's distribution a score is
+    reached and where the darkest, noisiest draws pull the mean down.
+    """
+    gamma_edges = np.linspace(lowlight_cfg.gamma_min, lowlight_cfg.gamma_max, bins + 1)
+    sigma_edges = np.linspace(0.0, lowlight_cfg.sigma_max, bins + 1)
+    g = np.clip(np.searchsorted(gamma_edges, gamma, side="right") - 1, 0, bins - 1)
+    s = np.clip(np.searchsorted(sigma_edges, sigma, side="right") - 1, 0, bins - 1)
+    mean = np.full((bins, bins), np.nan)
+    count = np.zeros((bins, bins), np.int64)
+    for i in range(bins):
+        for j in range(bins):
+            cell = (g == i) & (s == j)
+            count[i, j] = int(cell.sum())
+            if count[i, j]:
+                mean[i, j] = float(values[cell].mean())
+    return {"gamma_edges": gamma_edges.tolist(), "sigma_edges": sigma_edges.tolist(),
+            "mean": mean.tolist(), "count": count.tolist()}
 
 
 def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Optional[tuple[RetinexNet, dict]],
@@ -72,8 +95,9 @@ def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Op
     for start in range(0, count, batch_size):
         ids = np.arange(start, min(start + batch_size, count))
         normal = jnp.asarray(source.get(ids)["image"])
-        low, low_clean = _pairs(config, normal, ids)
+        low, low_clean, gamma, sigma = _pairs(config, normal, ids)
         out, images = score(enh_params, att_params, normal, low, low_clean)
+        out = {**out, "gamma": gamma, "sigma": sigma}
         for key, value in out.items():
             per_image.setdefault(key, []).append(np.asarray(value, np.float64))
         if start == 0:
@@ -89,7 +113,9 @@ def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Op
                              "psnr_lowlight": float(values["psnr_lowlight"].mean()),
                              "psnr_enhanced": float(values["psnr_enhanced"].mean()),
                              "ssim_enhanced": float(values["ssim_enhanced"].mean()),
-                             "ssim_lowlight": float(values["ssim_lowlight"].mean())}
+                             "ssim_lowlight": float(values["ssim_lowlight"].mean()),
+                             "ssim_enhanced_by_darkness": by_darkness(values["ssim_enhanced"], values["gamma"],
+                                                                      values["sigma"], config.lowlight)}
     if attenuator is not None:
         lum_att, lum_low = values["lum_attenuated"], values["lum_low"]
         result["attenuate"] = {
@@ -101,5 +127,7 @@ def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Op
             "ssim_noise_free": float(values["ssim_attenuated_clean"].mean()),
             "ssim_ceiling": float(values["ssim_ceiling"].mean()),
             "psnr": float(values["psnr_attenuated"].mean()),
-            "psnr_noise_free": float(values["psnr_attenuated_clean"].mean())}
+            "psnr_noise_free": float(values["psnr_attenuated_clean"].mean()),
+            "ssim_noise_free_by_darkness": by_darkness(values["ssim_attenuated_clean"], values["gamma"],
+                                                       values["sigma"], config.lowlight)}
     return result

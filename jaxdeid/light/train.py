@@ -58,19 +58,21 @@ def darken_batch(key: jax.Array, normal: jax.Array, lowlight_cfg) -> jax.Array:
     return darken(key, normal, lowlight_cfg)
 
 
-def darken_each(keys: jax.Array, normal: jax.Array, lowlight_cfg) -> tuple[jax.Array, jax.Array]:
+def darken_each(keys: jax.Array, normal: jax.Array, lowlight_cfg, *, return_params: bool = False):
     """Darkens image i with ``keys[i]``, so an image's low-light version does not depend on batching.
 
     Returns ``(low, low_noise_free)``: the LLNet image and its noise-free twin ``normal ** gamma``
-    with the same gamma (what a deterministic attenuation can be expected to predict).
+    with the same gamma (what a deterministic attenuation can be expected to predict); with
+    `return_params` also each image's ``(gamma, sigma)`` [B] (for scores by darkness).
     """
     from ..data.lowlight import darken
 
     def one(key, image):
-        low, gamma, _ = darken(key, image[None], lowlight_cfg, return_params=True)
-        return low[0], jnp.clip(image, 0.0, 1.0) ** gamma[0]
+        low, gamma, sigma = darken(key, image[None], lowlight_cfg, return_params=True)
+        return low[0], jnp.clip(image, 0.0, 1.0) ** gamma[0], gamma[0], sigma[0]
 
-    return jax.vmap(one)(keys, normal)
+    low, low_clean, gamma, sigma = jax.vmap(one)(keys, normal)
+    return (low, low_clean, gamma, sigma) if return_params else (low, low_clean)
 
 
 def pair_keys(seed: int, tag: int, example_ids) -> jax.Array:
