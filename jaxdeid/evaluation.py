@@ -186,7 +186,6 @@ def ensure_params(config, method: str, *, train_missing: bool, allow_untrained: 
     every judge of the fine-tuning config). With neither ``train_missing`` nor ``allow_untrained`` a missing
     checkpoint raises FileNotFoundError naming the ``jaxdeid train ...`` command for each.
     """
-    from .deid import load_params
     from .deid.pipeline import train_command
 
     # One process running several scripts (tests, notebooks) loads each method's networks once.
@@ -195,26 +194,38 @@ def ensure_params(config, method: str, *, train_missing: bool, allow_untrained: 
         return _PARAMS_MEMO[memo_key]
     notes: dict[str, Any] = {"untrained": []}
     if train_missing and not allow_untrained:
-        _, missing = load_params(config, method, allow_untrained=True)
+        params, missing = _load_networks(config, method, allow_untrained=True)
         # Each generator before its encoder (the encoder inverts a trained generator).
         order = sorted(missing, key=lambda n: {"generator": 0, "encoder": 1}.get(n, -1))
+        trained_now = bool(order)
+        tuned_known = None  # whether an L_F fine-tuned generator exists, when already checked
         for name in order:
             run_train_command(train_command(config, method, name), config, overrides)
         if method == "ours" and finetune:
             from .deid.losses import load_finetuned_generator
-            if load_finetuned_generator(config) is None:
+            tuned_known = load_finetuned_generator(config) is not None
+            if not tuned_known:
+                trained_now = True
                 try:
                     run_train_command("jaxdeid train deid", config, overrides)
                 except RuntimeError as err:  # L_F is an optional refinement: go on with the pretrained G
                     print(f"[eval] warning: {err}; ours uses the pretrained StyleGAN2 generator", flush=True)
-    params, untrained = load_params(config, method, allow_untrained=allow_untrained)
+        # Nothing was missing and nothing trained: the first load is already the final one
+        # (restoring a checkpoint costs seconds each on CPU, so do not load everything twice).
+        untrained = []
+        if trained_now:
+            tuned_known = None
+            params, untrained = _load_networks(config, method, allow_untrained=allow_untrained)
+    else:
+        tuned_known = None
+        params, untrained = _load_networks(config, method, allow_untrained=allow_untrained)
     notes["untrained"] = list(untrained)
     if "generator" in untrained:
         notes["generator"] = "randomly initialised"
     elif method == "ours":
         from .deid.losses import load_finetuned_generator
         try:
-            tuned = load_finetuned_generator(config) is not None
+            tuned = tuned_known if tuned_known is not None else load_finetuned_generator(config) is not None
         except Exception:  # noqa: BLE001 - a missing/odd fine-tuning run only changes the note
             tuned = False
         notes["generator"] = "L_F fine-tuned (eq. 8)" if tuned else "pretrained only (no L_F fine-tuning run)"
@@ -224,6 +235,49 @@ def ensure_params(config, method: str, *, train_missing: bool, allow_untrained: 
             notes["generator"] = "pretrained (L_F fine-tuned generator set aside: its L_A saw the held-out judge)"
     _PARAMS_MEMO[memo_key] = (params, notes)
     return params, notes
+
+
+# Trained variables of the networks every method shares (detector, light networks, judges),
+# keyed by (config fingerprint, network name): a script evaluating four methods restores each
+# of them once instead of once per method. Only trained checkpoints are kept here (a random
+# initialisation depends on the method's key), and a network is only ever added after it was
+# loaded from its checkpoint, so a network trained later in the process is still picked up.
+_SHARED_NETWORKS: dict[tuple[str, str], Any] = {}
+_PER_METHOD_NETWORKS = ("encoder", "generator")
+
+
+def _load_networks(config, method: str, *, allow_untrained: bool) -> tuple[dict, list[str]]:
+    """`jaxdeid.deid.load_params`, reusing the shared networks already restored in this process.
+
+    Returns exactly what ``load_params(config, method, allow_untrained=...)`` returns: the same
+    checkpoints are read, only each at most once per process.
+    """
+    from .deid import load_params
+    from .deid.pipeline import network_names
+
+    config_key = _config_fingerprint(config)
+    names = network_names(config, method)
+    reused = {n: _SHARED_NETWORKS[(config_key, n)] for n in names if (config_key, n) in _SHARED_NETWORKS}
+    to_load = [n for n in names if n not in reused]
+    loaded, missing = load_params(config, method, allow_untrained=allow_untrained, names=to_load)
+    params = dict(loaded)
+    judges = dict(params.pop("judges", {}))
+    for name, variables in reused.items():
+        if name.startswith("judges/"):
+            judges[name.split("/", 1)[1]] = variables
+        else:
+            params[name] = variables
+    if judges:
+        params["judges"] = {arch: judges[arch] for arch in config.recognizer.judges if arch in judges}
+    # The key order of a full load (network_names order), whatever came from the memo.
+    order = [n for n in names if not n.startswith("judges/")] + ["judges"]
+    params = {k: params[k] for k in order if k in params}
+    for name in to_load:
+        if name in missing or name in _PER_METHOD_NETWORKS:
+            continue
+        _SHARED_NETWORKS[(config_key, name)] = (params["judges"][name.split("/", 1)[1]]
+                                               if name.startswith("judges/") else params[name])
+    return params, list(missing)
 
 
 def params_fingerprint(params) -> str:
