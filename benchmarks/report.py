@@ -1,7 +1,10 @@
 """Turns pytest-benchmark JSON into results/benchmarks.{json,md}.
 
     python -m pytest benchmarks --benchmark-json=/tmp/bench.json
-    python benchmarks/report.py /tmp/bench.json [--preset smoke] [--out results]
+    python benchmarks/report.py /tmp/bench.json [more.json|rows.jsonl ...] [--preset smoke] [--out results]
+
+Several raw files (e.g. one per pytest call of benchmarks/gpu.sh) are merged into one
+report; a ``.jsonl`` file holds rows appended one by one (harness.py, JAXDEID_BENCH_JSONL).
 
 Writes, timm-style, one file pair named after the environment it ran in
 (``benchmarks_<device>_jax<version>.{json,md}``) plus ``benchmarks.json`` /
@@ -26,6 +29,12 @@ from jaxdeid.results import markdown_table, provenance, write_json, write_markdo
 ROW_KEYS = ("name", "preset", "batch", "images_per_s", "compile_s", "flops_per_image", "achieved_flops",
             "peak_bytes", "device", "jax_version", "git_commit")
 QUALITY_KEYS = ("tpr", "fpr", "ssim", "psnr", "cs")
+# Extra per-row keys kept when present (num_devices and dtype are always filled in).
+EXTRA_KEYS = ("stage", "method", "trained", "faces_forced", "success", "iterations", "loop_iterations",
+              "flops_per_image_static", "device_peak_bytes")
+BF16_LOSS_KEYS = ("bf16_frames_max_abs_diff", "bf16_frames_mean_abs_diff", "bf16_faces_max_abs_diff",
+                  "bf16_faces_mean_abs_diff", "bf16_similarity_mean_abs_diff", "bf16_success_flip_fraction",
+                  "bf16_box_max_abs_diff_px")
 
 
 def environment_tag(device: str, jax_version: str) -> str:
@@ -44,11 +53,53 @@ def rows_from_raw(raw: dict, commit: str) -> list[dict]:
         row = {k: info.get(k) for k in ROW_KEYS}
         row.update(images_per_s=batch / mean_s, achieved_flops=flops / mean_s, git_commit=commit,
                    mean_s=mean_s, stddev_s=bench["stats"]["stddev"], rounds=bench["stats"]["rounds"])
-        for k in QUALITY_KEYS + ("num_devices", "stage", "method", "dtype"):
+        row["num_devices"] = int(info.get("num_devices", 1))
+        row["dtype"] = info.get("dtype", "float32")
+        for k in QUALITY_KEYS + EXTRA_KEYS + BF16_LOSS_KEYS:
             if k in info:
                 row[k] = info[k]
         rows.append(row)
     return rows
+
+
+def load_raw(path: Path) -> dict:
+    """A pytest-benchmark JSON, or the JSON-lines rows harness.py appends (JAXDEID_BENCH_JSONL)."""
+    if path.suffix == ".jsonl":
+        import platform
+
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {"machine_info": {"node": platform.node(), "cpu": {"brand_raw": platform.processor() or "unknown"}},
+                "benchmarks": rows}
+    return json.loads(path.read_text())
+
+
+def merge_raw(raws: list[dict]) -> dict:
+    """One pytest-benchmark document from several (machine_info and the like from the first)."""
+    merged = dict(raws[0])
+    merged["benchmarks"] = [bench for raw in raws for bench in raw.get("benchmarks", [])]
+    return merged
+
+
+def bf16_vs_float32(rows: list[dict]) -> dict[str, dict]:
+    """Per preset@batch: bf16 speed-up over the float32 fused step and the accuracy it costs."""
+    out = {}
+    for bf16 in (r for r in rows if r["name"] == "private_step_fused_bf16"):
+        for f32 in (r for r in rows if r["name"] == "private_step_fused" and r["dtype"] == "float32"):
+            if f32["preset"] == bf16["preset"] and f32["batch"] == bf16["batch"]:
+                out[f"{bf16['preset']}@{bf16['batch']}"] = {
+                    "speedup": bf16["images_per_s"] / f32["images_per_s"],
+                    "bf16_images_per_s": bf16["images_per_s"], "float32_images_per_s": f32["images_per_s"],
+                    **{k: bf16.get(k) for k in BF16_LOSS_KEYS}}
+    return out
+
+
+def scale_out(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per preset@batch: images/s of the data-parallel step on each device count."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["name"] == "private_step_scale_out":
+            out.setdefault(f"{r['preset']}@{r['batch']}", {})[str(r["num_devices"])] = r["images_per_s"]
+    return {k: dict(sorted(v.items(), key=lambda kv: int(kv[0]))) for k, v in out.items()}
 
 
 def fused_vs_staged(rows: list[dict]) -> dict[str, float]:
@@ -70,36 +121,89 @@ def _fmt_si(value, unit):
     return f"{value:.2f} {unit}"
 
 
+def _bf16_section(pairs: dict[str, dict]) -> str:
+    if not pairs:
+        return "(no bf16 row in this run)"
+    table = markdown_table(
+        ["preset@batch", "float32 images/s", "bf16 images/s", "bf16 speed-up", "frames max abs Δ",
+         "frames mean abs Δ", "faces max abs Δ", "faces mean abs Δ", "judge similarity mean abs Δ",
+         "success flag flips", "box max abs Δ (px)"],
+        [[k, f"{v['float32_images_per_s']:.2f}", f"{v['bf16_images_per_s']:.2f}", f"{v['speedup']:.2f}×",
+          _fmt_num(v["bf16_frames_max_abs_diff"]), _fmt_num(v["bf16_frames_mean_abs_diff"]),
+          _fmt_num(v.get("bf16_faces_max_abs_diff")), _fmt_num(v.get("bf16_faces_mean_abs_diff")),
+          _fmt_num(v["bf16_similarity_mean_abs_diff"]), _fmt_num(v["bf16_success_flip_fraction"], ".1%"),
+          _fmt_num(v.get("bf16_box_max_abs_diff_px"), ".2f")]
+         for k, v in pairs.items()])
+    return (f"{table}\n\n`deid.compute_dtype=bfloat16`: every network of the private step in bf16, the loop's "
+            "bookkeeping in float32, on the same batch, key and weights as the float32 step. Frame differences "
+            "are on the [0, 1] pixel scale (one uint8 level = 0.0039); \"faces\" are the released faces before "
+            "paste-back, compared even where a sample fell back to pixelation; a detector box that bf16 moves by a "
+            "pixel moves the edges of the pasted face or pixelated square, so the max is local and the mean "
+            "is the typical change; flips = fraction of samples whose success flag differs. On GPUs "
+            "\"float32\" convolutions and matmuls may already use TF32 (XLA's default precision); on CPUs "
+            "bf16 speed depends on the CPU's bf16 support.")
+
+
+def _scale_out_section(scaling: dict[str, dict[str, float]]) -> str:
+    if not scaling:
+        return "(no scale-out row in this run)"
+    lines = []
+    for key, per_devices in scaling.items():
+        base = per_devices.get("1")
+        lines.append(markdown_table(
+            ["preset@batch", "devices", "images/s", "vs 1 device"],
+            [[key, n, f"{ips:.2f}", f"{ips / base:.2f}×" if base else "—"] for n, ips in per_devices.items()]))
+    return ("\n\n".join(lines) + "\n\nThe batch is split along the `data` mesh axis, parameters replicated "
+            "(`make_jitted_private_step(config, num_devices=n)`). On the CPU the devices are host-platform "
+            "devices (`--xla_force_host_platform_device_count=4`) sharing the same cores, so these rows show "
+            "the cost of partitioning rather than a speed-up; with several GPUs they are real devices.")
+
+
+def _fmt_num(value, fmt=".4f"):
+    return "—" if value is None or value != value else format(value, fmt)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_json", help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("raw_json", nargs="+", help="pytest-benchmark --benchmark-json output(s), merged")
     parser.add_argument("--preset", default="mixed", help="preset label for the provenance block")
     parser.add_argument("--out", default="results", help="results folder")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    raw = json.loads(Path(args.raw_json).read_text())
+    raws = [load_raw(Path(path)) for path in args.raw_json if Path(path).exists()]
+    if not raws:
+        print(f"{args.raw_json}: no such file", file=sys.stderr)
+        return 1
+    raw = merge_raw(raws)
     prov = provenance(args.preset, 0, raw.get("machine_info", {}).get("wall_s", 0.0),
                       machine=raw.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown"))
     rows = rows_from_raw(raw, prov["git_commit"])
     if not rows:
         print(f"{args.raw_json}: no benchmark rows with images_per_s", file=sys.stderr)
         return 1
-    payload = {"rows": rows, "fused_vs_staged": fused_vs_staged(rows), "provenance": prov}
+    payload = {"rows": rows, "fused_vs_staged": fused_vs_staged(rows), "bf16_vs_float32": bf16_vs_float32(rows),
+               "scale_out": scale_out(rows), "provenance": prov}
     tag = environment_tag(rows[0]["device"] or "unknown", rows[0]["jax_version"] or "unknown")
     out = Path(args.out)
     table = markdown_table(
-        ["benchmark", "preset", "batch", "images/s", "compile s", "FLOPs/image", "achieved FLOP/s", "peak memory",
-         "device", "jax", "commit"],
-        [[r["name"], r["preset"], r["batch"], f"{r['images_per_s']:.2f}", f"{r['compile_s']:.2f}",
-          _fmt_si(r["flops_per_image"], "FLOP"), _fmt_si(r["achieved_flops"], "FLOP/s"),
-          _fmt_si(r["peak_bytes"], "B"), r["device"], r["jax_version"], (r["git_commit"] or "")[:10]] for r in rows])
+        ["benchmark", "preset", "batch", "devices", "dtype", "images/s", "compile s", "FLOPs/image",
+         "achieved FLOP/s", "peak memory", "device", "jax", "commit"],
+        [[r["name"], r["preset"], r["batch"], r["num_devices"], r["dtype"], f"{r['images_per_s']:.2f}",
+          f"{r['compile_s']:.2f}", _fmt_si(r["flops_per_image"], "FLOP"), _fmt_si(r["achieved_flops"], "FLOP/s"),
+          _fmt_si(r["peak_bytes"], "B"), r["device"], r["jax_version"], (r["git_commit"] or "")[:10]]
+         for r in rows])
     ratios = payload["fused_vs_staged"]
     ratio_text = "\n".join(f"- `{k}`: fused / staged = **{v:.2f}×**" for k, v in ratios.items()) or \
         "- (no fused/staged pair in this run)"
+    sources = ", ".join(f"`{Path(p).name}`" for p in args.raw_json)
     body = (f"# Benchmarks ({rows[0]['device']}, jax {rows[0]['jax_version']})\n\n"
-            f"Generated by `benchmarks/report.py` from `{Path(args.raw_json).name}`; do not edit by hand.\n\n"
-            f"{table}\n\n## Fused single-jit step vs staged pipeline (same run)\n\n{ratio_text}\n")
+            f"Generated by `benchmarks/report.py` from {sources}; do not edit by hand. FLOPs are XLA's cost "
+            "analysis; the private-step rows include every noise-loop iteration run "
+            "(benchmarks/test_private_step.py).\n\n"
+            f"{table}\n\n## Fused single-jit step vs staged pipeline (same run)\n\n{ratio_text}\n\n"
+            f"## bf16 vs float32\n\n{_bf16_section(payload['bf16_vs_float32'])}\n\n"
+            f"## Scale-out (images/s vs devices)\n\n{_scale_out_section(payload['scale_out'])}\n")
     prov["wall_s"] = round(time.perf_counter() - t0, 3)
     for stem in (f"benchmarks_{tag}", "benchmarks"):
         write_json(out / f"{stem}.json", payload, history=(stem == "benchmarks"))

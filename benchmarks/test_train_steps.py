@@ -3,8 +3,7 @@
 import jax
 import pytest
 
-from harness import compile_and_analyse, run_benchmark
-from jaxdeid.configs import get_config
+from harness import bench_config, compile_and_analyse, run_benchmark
 
 
 def _light(config):
@@ -41,7 +40,7 @@ TASKS = {
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_train_step(benchmark, preset, name):
-    config = get_config(preset)
+    config = bench_config(preset)
     task = TASKS[name](config)
     key = jax.random.PRNGKey(0)
     state = task.init(key)

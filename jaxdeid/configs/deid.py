@@ -31,5 +31,9 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.finetune_sigma = 0.5        # latent noise scale used to make private faces while fine-tuning G
     c.train = train_defaults(preset, steps={"smoke": 4, "small": 1000, "paper": 20000},
                              lr=1e-4, batch_size={"smoke": 4, "small": 16, "paper": 16})
+    # Dtype the networks of the private step compute in. "bfloat16" casts each network's
+    # variables and inputs at the call (faster on GPUs/TPUs); similarities, thresholds, latent
+    # noise and paste-back stay float32 (deid/step.py: cast_floating). Accuracy loss: benchmarks/.
+    c.compute_dtype = "float32"
     c.batch_size = {"smoke": 2, "small": 16, "paper": 16}[preset]  # frames per jitted step in `deidentify`
     return c

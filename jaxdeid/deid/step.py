@@ -39,6 +39,10 @@ loop as a Python loop; it exists to check the fused step and to measure what fus
 buys. Both are built from the same stage functions (`make_stages`), so they can only
 differ by floating-point reassociation.
 
+``config.deid.compute_dtype="bfloat16"`` runs every network call in bf16 (variables and
+inputs cast at the call, outputs cast back to float32; `cast_floating`); the loop's
+bookkeeping stays float32 either way.
+
 ``params`` is a pytree holding every network's variables (see `jaxdeid.deid.pipeline`):
 ``{"detector", "encoder", "generator", "judges": {arch: ...}}`` plus ``"enhance"`` and
 ``"attenuate"`` for ours.
@@ -80,6 +84,27 @@ def uses_light_networks(method: str) -> bool:
 def mean_luminance(images: jax.Array) -> jax.Array:
     """Mean BT.601 luma per image, [B, H, W, 3] -> [B]."""
     return jnp.mean(images @ jnp.asarray(_LUMA, images.dtype), axis=(-2, -1))
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def cast_floating(tree, dtype):
+    """Casts every floating-point array of `tree` to `dtype`; integers, bools and keys pass through.
+
+    This is how ``config.deid.compute_dtype="bfloat16"`` runs the networks in bf16:
+    flax layers with ``dtype=None`` compute in the dtype promoted from their inputs and
+    their parameters, so casting BOTH to bf16 at the network call makes every conv and
+    matmul a bf16 one without touching the model code. Everything outside the network
+    calls (cosine similarities, threshold tests, latent-noise accumulation, luminance,
+    paste-back) stays float32, where bf16's 8-bit mantissa would change decisions.
+    """
+    dtype = jnp.dtype(dtype)
+
+    def cast(x):
+        return x.astype(dtype) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, tree)
 
 
 def pixelate(images: jax.Array, cells: int) -> jax.Array:
@@ -180,14 +205,27 @@ def make_stages(config, method: str) -> Stages:
     multiplicative = dc.noise == "multiplicative"
     sigma_start, sigma_growth = float(dc.sigma_start), float(dc.sigma_growth)
     modules = dict(nets.judges)
+    compute_dtype = str(dc.get("compute_dtype", "float32"))
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"config.deid.compute_dtype must be one of {COMPUTE_DTYPES}, not {compute_dtype!r}")
+
+    def run_network(apply, variables, *inputs, **kwargs):
+        # float32: the plain call (the traced graph is exactly the one without this knob).
+        # bfloat16: variables and inputs cast at the call, outputs cast back, so the loop
+        # around the networks only ever sees float32 (see `cast_floating`).
+        if compute_dtype == "float32":
+            return apply(variables, *inputs, **kwargs)
+        outputs = apply(cast_floating(variables, compute_dtype), *cast_floating(inputs, compute_dtype), **kwargs)
+        return cast_floating(outputs, jnp.float32)
 
     def enhance(params, frames):
         if not light:
             return frames
-        return jnp.clip(nets.enhance.apply(params["enhance"], frames), 0.0, 1.0)
+        return jnp.clip(run_network(nets.enhance.apply, params["enhance"], frames), 0.0, 1.0)
 
     def detect(params, frames):
-        return crop_ops.detect(nets.detector, params["detector"], frames)
+        # = crop_ops.detect, with the network in the compute dtype and the box decoding in float32.
+        return crop_ops.decode(run_network(nets.detector.apply, params["detector"], frames, train=False))
 
     def found(boxes, scores):
         # A face counts when the detector is confident AND its box is not degenerate: a box a
@@ -202,10 +240,15 @@ def make_stages(config, method: str) -> Stages:
         return original, low
 
     def encode(params, faces):
-        return nets.encoder.apply(params["encoder"], faces)
+        return run_network(nets.encoder.apply, params["encoder"], faces)
 
     def embed(params, arch, faces):
-        return modules[arch].apply(params["judges"][arch], faces, train=False)
+        embeddings = run_network(modules[arch].apply, params["judges"][arch], faces, train=False)
+        if compute_dtype != "float32":
+            # Re-normalise in float32 so the dot product in `similarities` is a cosine (SPEC §4.1)
+            # whatever rounding the network's last layers saw.
+            embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
+        return embeddings
 
     def perturb(w, key, k, active):
         # SPEC §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
@@ -216,7 +259,8 @@ def make_stages(config, method: str) -> Stages:
         return jnp.where(active[:, None, None], moved, w)
 
     def synthesize(params, w):
-        return nets.generator.apply(params["generator"], w, method="synthesize", noise_mode="const", clip=True)
+        return run_network(nets.generator.apply, params["generator"], w, method="synthesize", noise_mode="const",
+                           clip=True)
 
     def attenuate(params, faces, level):
         if not light:
@@ -224,8 +268,8 @@ def make_stages(config, method: str) -> Stages:
         # The attenuation network is told the input face's mean luminance (light/retinex.py),
         # so the private face keeps the brightness of the low-light original.
         if nets.attenuate.level_input:
-            return nets.attenuate.apply(params["attenuate"], faces, level)
-        return nets.attenuate.apply(params["attenuate"], faces)
+            return run_network(nets.attenuate.apply, params["attenuate"], faces, level)
+        return run_network(nets.attenuate.apply, params["attenuate"], faces)
 
     def similarities(embeddings, references):
         # Unit-norm embeddings: the cosine similarity is the dot product (SPEC §4.1).
@@ -431,21 +475,31 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
 # --------------------------------------------------------------------------- data parallel
 
 
-def make_jitted_private_step(config, method: str = "ours") -> Callable:
-    """The fused step, jitted and data parallel over every device.
+def make_jitted_private_step(config, method: str = "ours", num_devices: int | None = None) -> Callable:
+    """The fused step, jitted and data parallel over every device (or the first `num_devices`).
 
     The frames are split along the ``data`` mesh axis and the parameters replicated
     (`jaxdeid.train.sharding`); jit partitions the while-loop and the networks, and the
     noise draws do not depend on the partitioning, so the result equals one device's
     (``tests/test_sharding.py``). On one device this is plain ``jax.jit``.
+
+    The returned function also carries ``.jitted`` (the jitted step), ``.mesh`` and
+    ``.place(params, x_lowlight)`` (the arguments put on the mesh), so a benchmark can
+    place its inputs once and time the step alone.
     """
     from ..train.sharding import data_mesh, replicate, shard_batch
 
     step = jax.jit(make_private_step(config, method))
-    mesh = data_mesh()
+    mesh = data_mesh(num_devices)
+
+    def place(params, x_lowlight):
+        return replicate(params, mesh), shard_batch(x_lowlight, mesh)
 
     def sharded_step(params, x_lowlight, key, threshold=None):
-        args = (replicate(params, mesh), shard_batch(x_lowlight, mesh), key)
+        args = (*place(params, x_lowlight), key)
         return step(*args) if threshold is None else step(*args, threshold)
 
+    sharded_step.jitted = step
+    sharded_step.mesh = mesh
+    sharded_step.place = place
     return sharded_step

@@ -35,6 +35,9 @@ def initialize_distributed() -> None:
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over every device, or over the first `num_devices` (scale-out benchmarks)."""
+    if num_devices is not None and not 1 <= num_devices <= jax.device_count():
+        raise ValueError(f"num_devices={num_devices}, but this process sees {jax.device_count()} device(s)")
     devices = jax.devices()[: num_devices or jax.device_count()]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
