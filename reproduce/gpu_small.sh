@@ -15,7 +15,8 @@
 # Order, with the device shared by concurrent processes (each gets 1/N of its memory):
 #   1. prepare the SynthFaces tfds splits once, with every CPU core;
 #   2. in parallel: Table 1 (four recognizers, --jobs 4), the independent fifth recognizer
-#      (seed 1) of the black-box test, and the three GANs;
+#      (seed 1) of the black-box test, the three GANs, and the light networks and the
+#      detector unless their checkpoints came along;
 #   3. in parallel, as soon as the GANs are done: the three encoders;
 #   4. the L_F fine-tuning of ours (needs encoder and recognizers);
 #   5. reproduce/all.py --only detection,generators,table3,fig5,fig6,grids (evaluation only:
@@ -88,8 +89,13 @@ EOF
 echo "== data ready after $(( $(date +%s) - start ))s"
 
 # --- 2. recognizers and GANs, concurrently on the one device
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.1    # 8 processes at most at a time
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.08   # 11 processes at most at a time
 pids_rec=(); pids_gan=()
+# The light networks and the detector: nothing to do where their checkpoints were carried along.
+for net in enhance attenuate crop; do
+  timeout -s INT -k 15 "$(( $(left) / 2 ))" python3 -m jaxdeid train "$net" --preset "$preset" "${sets[@]}" \
+    > "$scratch/$net.log" 2>&1 & pids_rec+=($!)
+done
 timeout -s INT -k 15 "$(left)" python3 reproduce/table1.py --preset "$preset" --jobs 4 "${sets[@]}" \
   > "$scratch/table1.log" 2>&1 & pids_rec+=($!)
 timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet50 --seed 1 \
@@ -121,12 +127,13 @@ echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
 timeout -s INT -k 15 "$(left)" python3 reproduce/all.py --preset "$preset" \
   --only detection,generators,table3,fig5,fig6,grids "${sets[@]}"
 echo "== evaluation: exit $? after $(( $(date +%s) - start ))s"
+python3 reproduce/summary.py --preset "$preset" || true   # results/README.md from whatever got written
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   # Only what this run wrote (newer than its start), as one archive: the device returns 8 files at most.
-  (cd "$root" && find "$results" -maxdepth 1 -type f -newer "$stamp" -print0 \
+  (cd "$results" && find . -maxdepth 1 -type f -newer "$stamp" -print0 \
      | tar --null -czf "$OUT/results_${preset}.tar.gz" -T -)
   tar -czf "$OUT/logs_${preset}.tar.gz" -C "$scratch" $(cd "$scratch" && ls *.log)
 fi
