@@ -127,7 +127,7 @@ echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
 timeout -s INT -k 15 "$(left)" python3 reproduce/all.py --preset "$preset" \
   --only detection,generators,table3,fig5,fig6,grids "${sets[@]}"
 echo "== evaluation: exit $? after $(( $(date +%s) - start ))s"
-python3 reproduce/summary.py --preset "$preset" || true   # results/README.md from whatever got written
+python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md from whatever got written
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 
 if [ -n "${OUT:-}" ]; then

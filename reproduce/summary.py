@@ -171,8 +171,10 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=("smoke", "small", "paper"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (e.g. results_dir=...)")
     args = parser.parse_args(argv)
-    results = Path(get_config(args.preset).results_dir)
+    results = Path(get_config(args.preset, args.overrides).results_dir)
     results = results if results.is_absolute() else Path(__file__).resolve().parent.parent / results
     status = {}
     for script, name in SCRIPT_OUTPUTS.items():
