@@ -89,7 +89,7 @@ EOF
 echo "== data ready after $(( $(date +%s) - start ))s"
 
 # --- 2. recognizers and GANs, concurrently on the one device
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.08   # 11 processes at most at a time
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.07   # up to 12 processes (table1 parent + 4 + fifth + 3 GANs + 3 light/crop)
 pids_rec=(); pids_gan=()
 # The light networks and the detector: nothing to do where their checkpoints were carried along.
 for net in enhance attenuate crop; do
