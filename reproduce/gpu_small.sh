@@ -12,23 +12,28 @@
 #     runs/small/light_attenuate and runs/small/crop (the light networks and the detector
 #     train in minutes to an hour on 2 CPU cores; nothing here retrains what exists).
 #
-# Order, with the device shared by concurrent processes (each gets 1/N of its memory):
+# Order, with the device shared by concurrent processes (each gets a fixed share of its memory):
 #   1. prepare the SynthFaces tfds splits once, with every CPU core;
 #   2. in parallel: Table 1 (four recognizers, --jobs 4), the independent fifth recognizer
 #      (seed 1) of the black-box test, the three GANs, and the light networks and the
 #      detector unless their checkpoints came along;
 #   3. in parallel, as soon as the GANs are done: the three encoders;
-#   4. the L_F fine-tuning of ours (needs encoder and recognizers);
-#   5. reproduce/all.py --only detection,generators,table3,fig5,fig6,grids (evaluation only:
-#      every checkpoint exists by then), then results/README.md.
-# Each stage has a deadline derived from JAXDEID_GPU_BUDGET_S; a training process that hits
-# it is stopped and the checkpoint it saved last is what the evaluation uses (every result
-# file records the steps its networks trained for). A failed stage costs its own rows only.
+#   4. in parallel: reproduce/generators.py; the private outputs that do not need L_F (one
+#      `table3.py --outputs-only` process per method and run, so their compilations overlap);
+#      the L_F fine-tuning of ours, then ours' private outputs;
+#   5. in parallel, from those cached outputs: table3, fig5, fig6, grids; then results/README.md.
+#      (Detection is measured on the CPU: reproduce/detection.py needs only the carried networks.)
+# Every training gets a wall-clock budget (`<section>.train.max_seconds`, a fraction of what is
+# left of JAXDEID_GPU_BUDGET_S when its stage starts): the training loop saves where it is and
+# stops, and that checkpoint is what the evaluation uses (every result file records the steps
+# its networks trained for). Evaluations run with --no-train. A failed stage costs its own rows.
 #
 # Environment (all optional):
 #   JAXDEID_GPU_BUDGET_S   seconds for stages 1-5 together (default 540)
 #   JAXDEID_GPU_PRESET     preset (default small; "smoke" for a dry run of the plumbing)
 #   JAXDEID_GPU_SET        extra config overrides, space separated (e.g. "gan.train.steps=3000")
+#   JAXDEID_GPU_PAGES      result pages of stage 5 (default "table3 fig5 fig6 grids")
+#   JAXDEID_GPU_EXTRA      a command run in the background from stage 2 on (its log: extra.log)
 #   OUT                    if set: $OUT/results_<preset>.tar.gz (what results/ gained) and the log
 #
 # Cost, from XLA's cost analysis of each training step at the small preset (batch 32; the
@@ -88,54 +93,98 @@ for split in ("train", "val", "test"):
 EOF
 echo "== data ready after $(( $(date +%s) - start ))s"
 
+# --- 1b. an optional side experiment (e.g. a light-network probe) in the background, same device
+if [ -n "${JAXDEID_GPU_EXTRA:-}" ]; then
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.05 timeout -s INT -k 15 "$(left)" bash -c "$JAXDEID_GPU_EXTRA" \
+    > "$scratch/extra.log" 2>&1 & pid_extra=$!
+fi
+
 # --- 2. recognizers and GANs, concurrently on the one device
+# Every training gets a wall-clock budget (<section>.train.max_seconds: the loop saves where it
+# is and stops; compilation counts), so a stage ends on time with its work saved; `timeout`
+# is only the safety net. Budgets are fractions of what is left when the stage starts.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.07   # up to 12 processes (table1 parent + 4 + fifth + 3 GANs + 3 light/crop)
 pids_rec=(); pids_gan=()
 # The light networks and the detector: nothing to do where their checkpoints were carried along.
 for net in enhance attenuate crop; do
-  timeout -s INT -k 15 "$(( $(left) / 2 ))" python3 -m jaxdeid train "$net" --preset "$preset" "${sets[@]}" \
-    > "$scratch/$net.log" 2>&1 & pids_rec+=($!)
+  section=$([ "$net" = crop ] && echo crop || echo light)
+  timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train "$net" --preset "$preset" "${sets[@]}" \
+    --set "$section.train.max_seconds=$(( $(left) * 4 / 10 ))" > "$scratch/$net.log" 2>&1 & pids_rec+=($!)
 done
+rec_s=$(( $(left) * 45 / 100 ))   # then Table 1 evaluates: done before stage 4 needs the judges
 timeout -s INT -k 15 "$(left)" python3 reproduce/table1.py --preset "$preset" --jobs 4 "${sets[@]}" \
-  > "$scratch/table1.log" 2>&1 & pids_rec+=($!)
+  --set "recognizer.train.max_seconds=$rec_s" > "$scratch/table1.log" 2>&1 & pid_table1=$!
 timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet50 --seed 1 \
-  --workdir "$workdir/blackbox_seed1" --preset "$preset" "${sets[@]}" > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
+  --workdir "$workdir/blackbox_seed1" --preset "$preset" "${sets[@]}" --set "recognizer.train.max_seconds=$rec_s" \
+  > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
+gan_s=$(( $(left) * 42 / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
-  # GANs may use at most ~60 % of what is left, so encoders, L_F and the evaluation still fit.
-  timeout -s INT -k 15 "$(( $(left) * 6 / 10 ))" python3 -m jaxdeid train gan --arch "$arch" --preset "$preset" \
-    "${sets[@]}" > "$scratch/gan_$arch.log" 2>&1 & pids_gan+=($!)
+  timeout -s INT -k 15 "$(( gan_s + 60 ))" python3 -m jaxdeid train gan --arch "$arch" --preset "$preset" \
+    "${sets[@]}" --set "gan.train.max_seconds=$gan_s" > "$scratch/gan_$arch.log" 2>&1 & pids_gan+=($!)
 done
 for pid in "${pids_gan[@]}"; do wait "$pid"; echo "== gan process $pid: exit $?"; done
 echo "== GANs done after $(( $(date +%s) - start ))s"
 
 # --- 3. encoders (each inverts its own generator)
 pids_enc=()
+enc_s=$(( $(left) * 35 / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
-  timeout -s INT -k 15 "$(( $(left) * 4 / 10 ))" python3 -m jaxdeid train encoder --arch "$arch" --preset "$preset" \
-    "${sets[@]}" > "$scratch/encoder_$arch.log" 2>&1 & pids_enc+=($!)
+  timeout -s INT -k 15 "$(( enc_s + 60 ))" python3 -m jaxdeid train encoder --arch "$arch" --preset "$preset" \
+    "${sets[@]}" --set "encoder.train.max_seconds=$enc_s" > "$scratch/encoder_$arch.log" 2>&1 & pids_enc+=($!)
 done
-for pid in "${pids_enc[@]}" "${pids_rec[@]}"; do wait "$pid"; echo "== process $pid: exit $?"; done
-echo "== encoders and recognizers done after $(( $(date +%s) - start ))s"
+for pid in "${pids_enc[@]}"; do wait "$pid"; echo "== encoder process $pid: exit $?"; done
+echo "== encoders done after $(( $(date +%s) - start ))s"
 
-# --- 4. L_F fine-tuning of ours (eq. 8): the whole device again
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.75
-timeout -s INT -k 15 "$(( $(left) / 3 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
-  > "$scratch/deid.log" 2>&1
+for pid in "${pids_rec[@]}" "$pid_table1"; do wait "$pid"; echo "== recognizer/light process $pid: exit $?"; done
+echo "== recognizers done after $(( $(date +%s) - start ))s"
+
+# --- 4. from here nothing trains except L_F: evaluations run with --no-train, so a missing
+# checkpoint is an error in its own log instead of a training run that eats the budget.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.09
+eval_args=(--preset "$preset" "${sets[@]}" --no-train)
+timeout -s INT -k 15 "$(left)" python3 reproduce/generators.py "${eval_args[@]}" \
+  > "$scratch/generators.log" 2>&1 & pids_eval=($!)
+# The private outputs that do not need L_F, one process per method and run (their compilations
+# overlap on the CPU cores); table3/fig5/fig6/grids later read them from <workdir>/eval/.
+for method in pggan stylegan1 stylegan2; do
+  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
+    --methods "$method" > "$scratch/outputs_$method.log" 2>&1 & pids_eval+=($!)
+done
+for method in ours pggan stylegan1 stylegan2; do
+  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only holdout \
+    --methods "$method" > "$scratch/outputs_holdout_$method.log" 2>&1 & pids_eval+=($!)
+done
+# L_F fine-tuning of ours (eq. 8): its judges are the recognizers, its encoder the StyleGAN2 one.
+lf_s=$(( $(left) * 35 / 100 ))
+timeout -s INT -k 15 "$(( lf_s + 60 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
+  --set "deid.train.max_seconds=$lf_s" > "$scratch/deid.log" 2>&1
 echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
+timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
+  --methods ours > "$scratch/outputs_ours.log" 2>&1
+echo "== ours' private outputs: exit $? after $(( $(date +%s) - start ))s"
+for pid in "${pids_eval[@]}"; do wait "$pid"; echo "== evaluation process $pid: exit $?"; done
 
-# --- 5. evaluation: every checkpoint exists now, so the scripts only evaluate
-timeout -s INT -k 15 "$(left)" python3 reproduce/all.py --preset "$preset" \
-  --only detection,generators,table3,fig5,fig6,grids "${sets[@]}"
-echo "== evaluation: exit $? after $(( $(date +%s) - start ))s"
+# --- 5. the result pages, from the cached private outputs (detection was measured on the CPU)
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
+pids_pages=()
+for script in ${JAXDEID_GPU_PAGES:-table3 fig5 fig6 grids}; do
+  timeout -s INT -k 15 "$(left)" python3 "reproduce/$script.py" "${eval_args[@]}" \
+    > "$scratch/page_$script.log" 2>&1 & pids_pages+=($!)
+done
+for pid in "${pids_pages[@]}"; do wait "$pid"; echo "== page process $pid: exit $?"; done
+echo "== evaluation done after $(( $(date +%s) - start ))s"
+[ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
 python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md from whatever got written
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
+# Training curves of this run, for the record (small text files).
+find "$workdir" -name metrics.jsonl -newer "$stamp" | tar -czf "$scratch/metrics.tar.gz" -T - 2>/dev/null
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   # Only what this run wrote (newer than its start), as one archive: the device returns 8 files at most.
   (cd "$results" && find . -maxdepth 1 -type f -newer "$stamp" -print0 \
      | tar --null -czf "$OUT/results_${preset}.tar.gz" -T -)
-  tar -czf "$OUT/logs_${preset}.tar.gz" -C "$scratch" $(cd "$scratch" && ls *.log)
+  tar -czf "$OUT/logs_${preset}.tar.gz" -C "$scratch" $(cd "$scratch" && ls *.log metrics.tar.gz 2>/dev/null)
 fi
 echo "== total $(( $(date +%s) - start ))s"
 }

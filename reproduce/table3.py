@@ -58,6 +58,21 @@ def _ci(r: dict, key: str) -> str:
     return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def held_out_outputs(config, args, evalset, methods) -> tuple[tuple, dict]:
+    """``(judges, {method: outputs})`` of the hold-out run: every judge but ``args.holdout``.
+
+    Ours runs its pretrained generator here: the L_F fine-tuning's L_A saw every judge.
+    """
+    held_judges = tuple(j for j in config.recognizer.judges if j != args.holdout)
+    if not held_judges:
+        raise ValueError(f"holding {args.holdout} out leaves no white-box judge")
+    held_config = ev.with_judges(config, held_judges)
+    return held_judges, {m: ev.method_outputs(held_config, m, evalset, train_missing=not args.no_train,
+                                              allow_untrained=args.allow_untrained, finetune=not args.no_finetune,
+                                              use_finetuned=False, refresh=args.refresh, overrides=args.overrides)
+                         for m in methods}
+
+
 def evaluate(config, args, evalset, outputs: dict) -> dict:
     """All Table 3 numbers: {"whitebox", "blackbox", "controls", "missing", "holdout", "held_judges"}."""
     from jaxdeid.recognizers.model import make_embed
@@ -67,14 +82,7 @@ def evaluate(config, args, evalset, outputs: dict) -> dict:
     train_missing, untrained_ok = not args.no_train, args.allow_untrained
     # (a) hold-out run: the same step without `holdout` among the judges.
     if holdout in judges:
-        held_judges = tuple(j for j in judges if j != holdout)
-        if not held_judges:
-            raise ValueError(f"holding {holdout} out leaves no white-box judge")
-        held_config = ev.with_judges(config, held_judges)
-        held_outputs = {m: ev.method_outputs(held_config, m, evalset, train_missing=train_missing,
-                                             allow_untrained=untrained_ok, finetune=not args.no_finetune,
-                                             use_finetuned=False, refresh=args.refresh, overrides=args.overrides)
-                        for m in outputs}
+        held_judges, held_outputs = held_out_outputs(config, args, evalset, list(outputs))
     else:
         held_judges, held_outputs = judges, outputs
 
@@ -238,10 +246,21 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", default="senet50", choices=("vgg16", "resnet50", "mobilenetv3", "senet50"),
                         help="recognizer left out of the judges for the black-box run (default senet50)")
     parser.add_argument("--no-fifth", action="store_true", help="skip the independently trained fifth recognizer")
+    parser.add_argument("--outputs-only", choices=("main", "holdout"), default=None,
+                        help="only compute and cache the private outputs of --methods for the main or the "
+                             "hold-out run, and write no results: several such processes can share the work "
+                             "(reproduce/gpu_small.sh), then one full run reads their caches")
     args = parser.parse_args(argv)
     config = ev.config_from_flags(args)
     out_dir = Path(args.results_dir or config.results_dir)
     t0 = time.perf_counter()
+    if args.outputs_only == "main":
+        ev.collect(config, args)
+        return 0
+    if args.outputs_only == "holdout":
+        held_out_outputs(config, args, ev.evaluation_set(config, ev.evaluation_count(config, args.count)),
+                         args.methods)
+        return 0
     evalset, outputs = ev.collect(config, args)
     ev_out = evaluate(config, args, evalset, outputs)
     extra = ev.provenance_extra(config, evalset, outputs)

@@ -136,3 +136,15 @@ def test_cache_is_reused_and_keyed_on_weights(run):
     evalset = ev.evaluation_set(config, 2)
     out = ev.method_outputs(config, "ours", evalset, train_missing=True, allow_untrained=True)
     assert out["meta"]["cached"] and out["frames"].shape == evalset.lowlight.shape
+
+
+def test_table3_outputs_only_fills_the_cache_and_writes_no_results(run, tmp_path, capsys):
+    """`table3.py --outputs-only` (the parallel warm-up of reproduce/gpu_small.sh) reads/writes
+    the same cache entries as a full run, and writes no result file."""
+    _, _, argv = run
+    argv = [a if a != str(run[0]) else str(tmp_path / "none") for a in argv]
+    table3 = load_script("table3")
+    for variant in ("main", "holdout"):
+        assert table3.main(argv + ["--outputs-only", variant, "--holdout", "senet50"]) == 0
+    assert capsys.readouterr().out.count("cached outputs") == 2 * len(METHODS)
+    assert not (tmp_path / "none").exists()

@@ -66,3 +66,19 @@ def test_restore_latest_returns_trained_state(tmp_path):
     assert meta["step"] == 10 and meta["data_position"] == 10
     np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
     assert restore_latest(_regression_task(cfg, name="absent"), tmp_path) is None
+
+
+def test_max_seconds_saves_and_stops_then_resumes_exactly(tmp_path):
+    """A run out of wall-clock budget saves where it stopped; the rest resumes bit-exact."""
+    cfg = _cfg(20)
+    _, straight = run(_regression_task(cfg), cfg, tmp_path / "a")
+    limited = _cfg(20)
+    limited.max_seconds = 1e-9   # spent after the first step
+    _, first = run(_regression_task(limited), limited, tmp_path / "b")
+    assert [r["step"] for r in first] == [1]
+    _, meta = restore_latest(_regression_task(cfg), tmp_path / "b")
+    assert meta["step"] == 1 and meta["data_position"] == 1
+    lines = [json.loads(l) for l in (tmp_path / "b" / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["stopped"].startswith("max_seconds")
+    _, rest = run(_regression_task(cfg), cfg, tmp_path / "b")
+    np.testing.assert_allclose([r["loss"] for r in first + rest], [r["loss"] for r in straight], rtol=1e-6, atol=0)

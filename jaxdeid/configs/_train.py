@@ -14,4 +14,5 @@ def train_defaults(preset: str, *, steps: dict, lr: float, batch_size: dict) -> 
     c.ckpt_every = max(1, steps[preset] // 5)
     c.eval_every = max(1, steps[preset] // 5)
     c.keep_checkpoints = 2
+    c.max_seconds = 0.0                 # wall-clock budget of one run (0 = none): save and stop when spent
     return c

@@ -182,6 +182,7 @@ class Stages(NamedTuple):
     attenuate: Callable        # (params, faces, level) -> released faces
     similarities: Callable     # (embeddings [J,B,E], references [J,B,E]) -> [B, J]
     finish: Callable           # (x_low, boxes, scores, private faces, input faces, deidentified) -> frames, flags
+    cast_params: Callable      # (params) -> params in the compute dtype (identity for float32)
     threshold: float
     max_iters: int
     judge_both_views: bool
@@ -298,7 +299,9 @@ def make_stages(config, method: str) -> Stages:
 
     return Stages(networks=nets, enhance=enhance, detect=detect, found=found, crop_faces=crop_faces, encode=encode,
                   embed=embed, perturb=perturb, synthesize=synthesize, attenuate=attenuate,
-                  similarities=similarities, finish=finish, threshold=float(config.recognizer.threshold),
+                  similarities=similarities, finish=finish,
+                  cast_params=lambda params: params if compute_dtype == "float32" else cast_floating(params, compute_dtype),
+                  threshold=float(config.recognizer.threshold),
                   max_iters=int(dc.max_iters), judge_both_views=(dc.judge_views == "both" and light))
 
 
@@ -342,6 +345,9 @@ def make_private_step(config, method: str = "ours") -> Callable:
 
     def private_step(params, x_lowlight, key, threshold=None):
         threshold = stages.threshold if threshold is None else threshold
+        # bf16: every weight is cast once here, outside the noise loop; the casts at each
+        # network call (run_network) are then no-ops, not a per-iteration conversion.
+        params = stages.cast_params(params)
         frames_in = stages.enhance(params, x_lowlight)
         boxes, scores = stages.detect(params, frames_in)
         original_faces, input_faces = stages.crop_faces(frames_in, x_lowlight, boxes)

@@ -118,6 +118,10 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
             meta=ocp.args.JsonSave({"step": step, "data_position": data_position, "seed": seed})), force=True)
 
     t0 = time.perf_counter()
+    # A wall-clock budget (compilation included): the run saves where it is and stops, so a
+    # shared machine's deadline costs the steps not taken, never the steps taken since the
+    # last periodic checkpoint. Resuming later continues exactly from there.
+    max_seconds = float(train_cfg.get("max_seconds", 0) or 0)
     bar = progress(range(start, total), total=total, initial=start, desc=desc or task.name)
     pending: list[tuple[int, Metrics]] = []
     try:
@@ -127,7 +131,8 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
             data_position += 1
             done = step + 1
             pending.append((done, metrics))
-            if done % train_cfg.log_every == 0 or done == total:
+            out_of_time = bool(max_seconds) and time.perf_counter() - t0 > max_seconds
+            if done % train_cfg.log_every == 0 or done == total or out_of_time:
                 for s, m in pending:  # device->host sync only at log time, keeps the step async
                     record = {"step": s, **_scalarize(m), "time_s": round(time.perf_counter() - t0, 3)}
                     records.append(record)
@@ -142,8 +147,13 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
                 records.append(record)
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()  # a run stopped before the next log step keeps its eval line
-            if done % train_cfg.ckpt_every == 0 or done == total:
+            if done % train_cfg.ckpt_every == 0 or done == total or out_of_time:
                 save(done)
+            if out_of_time and done < total:
+                # Written to the log only (not returned): callers read losses from the records.
+                metrics_file.write(json.dumps({"step": done, "stopped": f"max_seconds={max_seconds:g}",
+                                               "time_s": round(time.perf_counter() - t0, 3)}) + "\n")
+                break
         if start >= total and manager.latest_step() is None:
             save(total)
     finally:
