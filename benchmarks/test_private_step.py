@@ -60,16 +60,6 @@ def _config(preset: str, *overrides: str):
     return bench_config(preset, *FACE_OVERRIDES, *overrides)
 
 
-def _face_sized_boxes(params, config, fraction: float = 0.4):
-    """An untrained detector's size head predicts ~0-pixel boxes (its bias starts at 0),
-    which the step rightly treats as no face; bias it to `fraction` of the frame (the box
-    centre still comes from the network), as tests/test_deid.py does."""
-    grid = config.data.scene_resolution / 4     # CenterNet output stride 4
-    detector = dict(params["detector"]["params"])
-    detector["size"] = {**detector["size"], "bias": jnp.full((2,), fraction * grid, jnp.float32)}
-    return {**params, "detector": {**params["detector"], "params": detector}}
-
-
 def _faces_found(config, method: str, params, preset: str) -> bool:
     """Whether the detector finds a usable face in every frame of the largest evaluation batch."""
     from jaxdeid.deid.step import make_stages
@@ -124,11 +114,13 @@ def _load_or_random(config, method: str) -> tuple[dict, list[str]]:
 @functools.lru_cache(maxsize=None)
 def _setup(preset: str, method: str):
     """(config, params, trained, faces_forced) of `method`; see the module docstring for faces_forced."""
+    from jaxdeid.deid.pipeline import with_face_sized_boxes
+
     config = _config(preset)
     params, untrained = _load_or_random(config, method)
     forced = "detector" in untrained or not _faces_found(config, method, params, preset)
     if forced:
-        params = _face_sized_boxes(params, config)
+        params = with_face_sized_boxes(params, config)
     return config, params, not untrained, forced
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxdeid.configs import get_config
-from jaxdeid.deid.pipeline import quick_random_params
+from jaxdeid.deid.pipeline import quick_random_params, with_face_sized_boxes
 from jaxdeid.deid.step import cast_floating, make_private_step
 
 OVERRIDES = [
@@ -35,19 +35,10 @@ def _config(dtype=None):
     return get_config("smoke", OVERRIDES + ([f"deid.compute_dtype={dtype}"] if dtype else []))
 
 
-def _face_sized_boxes(params, config, fraction=0.4):
-    # A random detector's size head predicts ~0-pixel boxes ("no face"); bias it to 40 % of
-    # the frame so the generator loop runs (as tests/test_deid.py does).
-    grid = config.data.scene_resolution / 4     # CenterNet output stride 4
-    detector = dict(params["detector"]["params"])
-    detector["size"] = {**detector["size"], "bias": jnp.full((2,), fraction * grid, jnp.float32)}
-    return {**params, "detector": {**params["detector"], "params": detector}}
-
-
 @pytest.fixture(scope="module")
 def inputs():
     config = _config()
-    params = _face_sized_boxes(quick_random_params(config, "ours", seed=0), config)
+    params = with_face_sized_boxes(quick_random_params(config, "ours", seed=0), config)
     side = config.data.scene_resolution
     noisy = 0.25 * jax.random.uniform(jax.random.PRNGKey(1), (side, side, 3))
     ramp = jnp.linspace(0.02, 0.2, side)[:, None, None] * jnp.ones((side, side, 3))

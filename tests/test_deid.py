@@ -14,7 +14,7 @@ import pytest
 
 from jaxdeid.configs import get_config
 from jaxdeid.deid import make_private_step, make_staged_pipeline
-from jaxdeid.deid.pipeline import quick_random_params
+from jaxdeid.deid.pipeline import quick_random_params, with_face_sized_boxes
 from jaxdeid.deid.losses import finetune_terms, similarity_judgment_loss
 from jaxdeid.deid.step import make_stages
 
@@ -37,20 +37,10 @@ OVERRIDES = [
 ]
 
 
-def face_sized_boxes(params, config, fraction=0.4):
-    """A random detector predicts near-zero boxes (its size head starts at 0), which the step
-    rightly treats as "no face". Bias the size head to ``fraction`` of the frame so the
-    generator loop runs: the peak (box centre) still comes from the random network."""
-    grid = config.data.scene_resolution / 4     # CenterNet output stride 4
-    detector = dict(params["detector"]["params"])
-    detector["size"] = {**detector["size"], "bias": jnp.full((2,), fraction * grid, jnp.float32)}
-    return {**params, "detector": {**params["detector"], "params": detector}}
-
-
 @pytest.fixture(scope="module")
 def setup():
     config = get_config("smoke", OVERRIDES)
-    params = face_sized_boxes(quick_random_params(config, "ours", seed=0), config)
+    params = with_face_sized_boxes(quick_random_params(config, "ours", seed=0), config)
     side = config.data.scene_resolution
     # Two different low-light frames: a dim noisy one and a darker smooth gradient.
     noisy = 0.25 * jax.random.uniform(jax.random.PRNGKey(1), (side, side, 3))

@@ -174,6 +174,20 @@ def quick_random_params(config, method: str, seed: int = 0) -> dict[str, Any]:
                   for index, name in enumerate(network_names(config, method))})
 
 
+def with_face_sized_boxes(params, config, fraction: float = 0.4) -> dict[str, Any]:
+    """`params` with the detector's box-size bias set to `fraction` of the frame.
+
+    An untrained CenterNet's size head predicts ~0-pixel boxes (its bias starts at 0), which
+    the private step rightly treats as "no face", so with random weights the noise loop
+    would never run. Tests and benchmarks that need it to run use this; the box centre
+    (the heat-map peak) still comes from the network.
+    """
+    grid = config.data.scene_resolution / 4     # CenterNet output stride 4
+    detector = dict(params["detector"]["params"])
+    detector["size"] = {**detector["size"], "bias": jnp.full((2,), fraction * grid, jnp.float32)}
+    return {**params, "detector": {**params["detector"], "params": detector}}
+
+
 def load_params(config, method: str, *, allow_untrained: bool = False, key: jax.Array | None = None,
                 names: Sequence[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The params pytree of `method` from the trained checkpoints under ``config.workdir``.
