@@ -298,3 +298,17 @@ def test_batch_fn_and_iterator_resume(fake_renderer):
     assert straight[0]["image"].shape == (4, 32, 32, 3)
     pk = make_batch_fn(source, 0, seed=3, pk=(2, 3))(5)
     assert pk["label"].shape == (6,) and len(set(pk["label"][:3].tolist())) == 1
+
+
+def test_prepared_split_preloads_into_memory_with_workers(tmp_path, fake_renderer):
+    """The recognizers' in-memory train split from a prepared tfds split, several chunks and
+    workers asked for (what a GPU run does): same images as the source, no pickling error."""
+    from jaxdeid.recognizers.train import InMemorySource
+
+    config = _config("synthfaces", storage="tfds", data_dir=tmp_path / "tfds", num_identities=10,
+                     images_per_identity=3)
+    source = get_source(config, "train")
+    held = InMemorySource(source, workers=2, chunk=8)
+    picks = np.arange(len(source))
+    np.testing.assert_allclose(held.get(picks)["image"], source.get(picks)["image"], atol=1 / 255)
+    np.testing.assert_array_equal(held.get(picks)["label"], source.labels)

@@ -407,6 +407,10 @@ class TfdsSource:
     both in one builder (decoding the file is the shared cost).
     """
 
+    # Reads stored records: nothing to gain from worker processes, and the builder handles
+    # (closures over the config) cannot be pickled to one (recognizers.train.InMemorySource).
+    renders_on_read = False
+
     def __init__(self, open_part, split: str):
         _check_split(split)
         self.split = split

@@ -63,7 +63,9 @@ class InMemorySource:
         self._images[:len(first)] = store(first)
         rest = [s for s in starts if s >= len(first)]
         workers = workers or os.cpu_count() or 1
-        if rest and workers > 1:
+        # Worker processes pay off for sources that render or decode on read; a prepared tfds
+        # split reads stored records (and its builder handles cannot be pickled to a worker).
+        if rest and workers > 1 and getattr(source, "renders_on_read", True):
             # Rendering is numpy-bound Python; separate processes (spawned: JAX threads do not survive fork).
             import concurrent.futures
             import multiprocessing
