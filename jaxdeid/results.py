@@ -12,7 +12,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -70,6 +72,8 @@ def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str,
         "versions": library_versions(),
         "wall_s": round(float(wall_s), 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # The process's own command line: a run with --set overrides says so in its result.
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         **extra,
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every small-preset network that a CPU cannot train in reasonable time (the four recognizers,
 # the black-box fifth recognizer, the three GANs, their encoders and the L_F fine-tuning),
-# then every reproduce script that needs them, on ONE GPU inside one device call.
+# then every reproduce script that needs them, on ONE GPU in one device call (or two: phases).
 #
 #   JAXDEID_GIT_COMMIT=$(git rev-parse HEAD) bash reproduce/gpu_small.sh
 #
@@ -30,18 +30,29 @@
 #
 # Environment (all optional):
 #   JAXDEID_GPU_BUDGET_S   seconds for stages 1-5 together (default 540)
+#   JAXDEID_GPU_PHASE      all (default) | train | evaluate (see "Two calls, one machine" below)
 #   JAXDEID_GPU_PRESET     preset (default small; "smoke" for a dry run of the plumbing)
 #   JAXDEID_GPU_SET        extra config overrides, space separated (e.g. "gan.train.steps=3000")
 #   JAXDEID_GPU_PAGES      result pages of stage 5 (default "table3 fig5 fig6 grids")
 #   JAXDEID_GPU_EXTRA      a command run in the background from stage 2 on (its log: extra.log)
-#   OUT                    if set: $OUT/results_<preset>.tar.gz (what results/ gained) and the log
+#   OUT                    if set: $OUT/results_<preset>_<phase>.tar.gz (what results/ gained) and the logs
 #
-# Cost, from XLA's cost analysis of each training step at the small preset (batch 32; the
-# numbers benchmarks/estimate_gpu.py prints): StyleGAN2 1.3, StyleGAN1 1.3, PGGAN 1.8 TFLOP
-# per step x 5000 steps = 22 PFLOP for the GANs; recognizers 0.03-0.13 TFLOP x 3000 steps.
-# At a sustained 50-100 TFLOP/s that is 4-7 minutes of GPU work before compilation and
-# evaluation: at the edge of one 10-minute call. If the GANs hit their deadline, run again
-# with fewer steps (JAXDEID_GPU_SET="gan.train.steps=3000") and say so beside the results.
+# Two calls, one machine. The device stays warm ~30 s after a call and keeps the work tree's
+# ignored files (checkpoints, prepared data) for the next call, so the whole job fits a
+# 15-minute device allowance as two back-to-back calls (measured: start + transfer ~30 s):
+#   JAXDEID_GPU_PHASE=train    JAXDEID_GPU_BUDGET_S=560  (timeout 600): stages 1-3 and L_F
+#   JAXDEID_GPU_PHASE=evaluate JAXDEID_GPU_BUDGET_S=200  (timeout 240), at once: stages 4-5
+# JAXDEID_GPU_PHASE=all (default) runs everything in one call with smaller training budgets.
+#
+# Measured on one H200 (commit e502ccd, phase all, budget 550 s, everything concurrent):
+# tfds preparation 24 s; in the 220-s GAN stage PGGAN reached 4201 steps, StyleGAN1 2108 and
+# StyleGAN2 1679 (of 5000); the encoders 844-1111 steps in ~140 s (val SSIM 0.37-0.42). The
+# small preset's full schedule therefore needs several such runs; each run resumes where the
+# saved checkpoints stop only while the machine stays warm (a fresh machine starts bare).
+# Dry run of the plumbing on a CPU (~25 min on 2 cores), reading data as the small preset does
+# (prepared tfds storage, the recognizers' train split preloaded by worker processes):
+#   OUT=/tmp/dry/out JAXDEID_GPU_PRESET=smoke JAXDEID_GPU_BUDGET_S=1500 JAXDEID_GPU_SET="data.storage=tfds \
+#   recognizer.preload_train=True workdir=/tmp/dry/runs results_dir=/tmp/dry/results" bash reproduce/gpu_small.sh
 main() {
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +60,8 @@ root=$(pwd)
 start=$(date +%s)
 preset="${JAXDEID_GPU_PRESET:-small}"
 budget="${JAXDEID_GPU_BUDGET_S:-540}"
+phase="${JAXDEID_GPU_PHASE:-all}"
+case "$phase" in all|train|evaluate) ;; *) echo "JAXDEID_GPU_PHASE must be all, train or evaluate"; return 2;; esac
 export JAXDEID_PROGRESS=0
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -64,7 +77,7 @@ scratch=$(mktemp -d)
 log="$scratch/gpu_${preset}.log"
 exec > >(tee "$log") 2>&1
 stamp="$scratch/start.stamp"; touch "$stamp"
-echo "== reproduce/gpu_small.sh: preset $preset, budget ${budget}s, commit $JAXDEID_GIT_COMMIT, overrides: ${sets[*]:-none}"
+echo "== reproduce/gpu_small.sh: phase $phase, preset $preset, budget ${budget}s, commit $JAXDEID_GIT_COMMIT, overrides: ${sets[*]:-none}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 left() { echo $(( start + budget - $(date +%s) )); }
@@ -81,6 +94,7 @@ fi
 python3 -c "import jax, flax, optax, orbax.checkpoint, ml_collections, dm_pix, tensorflow_datasets; print('devices:', jax.devices())" \
   || { echo "gpu_small.sh: a required package is missing (carry its wheel in .whl/)"; return 1; }
 
+if [ "$phase" != evaluate ]; then
 # --- 1. data: every split prepared once, with all cores (the training processes then only read)
 python3 - "$preset" "${sets[@]}" <<'EOF' || echo "== data preparation failed; the trainings will prepare on first use"
 import sys
@@ -117,7 +131,7 @@ timeout -s INT -k 15 "$(left)" python3 reproduce/table1.py --preset "$preset" --
 timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet50 --seed 1 \
   --workdir "$workdir/blackbox_seed1" --preset "$preset" "${sets[@]}" --set "recognizer.train.max_seconds=$rec_s" \
   > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
-gan_s=$(( $(left) * 42 / 100 ))
+gan_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 42) / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
   timeout -s INT -k 15 "$(( gan_s + 60 ))" python3 -m jaxdeid train gan --arch "$arch" --preset "$preset" \
     "${sets[@]}" --set "gan.train.max_seconds=$gan_s" > "$scratch/gan_$arch.log" 2>&1 & pids_gan+=($!)
@@ -127,7 +141,7 @@ echo "== GANs done after $(( $(date +%s) - start ))s"
 
 # --- 3. encoders (each inverts its own generator)
 pids_enc=()
-enc_s=$(( $(left) * 35 / 100 ))
+enc_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 35) / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
   timeout -s INT -k 15 "$(( enc_s + 60 ))" python3 -m jaxdeid train encoder --arch "$arch" --preset "$preset" \
     "${sets[@]}" --set "encoder.train.max_seconds=$enc_s" > "$scratch/encoder_$arch.log" 2>&1 & pids_enc+=($!)
@@ -137,7 +151,15 @@ echo "== encoders done after $(( $(date +%s) - start ))s"
 
 for pid in "${pids_rec[@]}" "$pid_table1"; do wait "$pid"; echo "== recognizer/light process $pid: exit $?"; done
 echo "== recognizers done after $(( $(date +%s) - start ))s"
+if [ "$phase" = train ]; then   # L_F gets the rest of this call; the evaluation is the next call
+  timeout -s INT -k 15 "$(( $(left) + 30 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
+    --set "deid.train.max_seconds=$(( $(left) - 15 ))" > "$scratch/deid.log" 2>&1
+  echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
+fi
 
+fi
+
+if [ "$phase" != train ]; then
 # --- 4. from here nothing trains except L_F: evaluations run with --no-train, so a missing
 # checkpoint is an error in its own log instead of a training run that eats the budget.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.09
@@ -146,7 +168,8 @@ timeout -s INT -k 15 "$(left)" python3 reproduce/generators.py "${eval_args[@]}"
   > "$scratch/generators.log" 2>&1 & pids_eval=($!)
 # The private outputs that do not need L_F, one process per method and run (their compilations
 # overlap on the CPU cores); table3/fig5/fig6/grids later read them from <workdir>/eval/.
-for method in pggan stylegan1 stylegan2; do
+first_methods="pggan stylegan1 stylegan2"; [ "$phase" = evaluate ] && first_methods="ours $first_methods"
+for method in $first_methods; do
   timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
     --methods "$method" > "$scratch/outputs_$method.log" 2>&1 & pids_eval+=($!)
 done
@@ -154,14 +177,16 @@ for method in ours pggan stylegan1 stylegan2; do
   timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only holdout \
     --methods "$method" > "$scratch/outputs_holdout_$method.log" 2>&1 & pids_eval+=($!)
 done
-# L_F fine-tuning of ours (eq. 8): its judges are the recognizers, its encoder the StyleGAN2 one.
-lf_s=$(( $(left) * 35 / 100 ))
-timeout -s INT -k 15 "$(( lf_s + 60 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
-  --set "deid.train.max_seconds=$lf_s" > "$scratch/deid.log" 2>&1
-echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
-timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
-  --methods ours > "$scratch/outputs_ours.log" 2>&1
-echo "== ours' private outputs: exit $? after $(( $(date +%s) - start ))s"
+if [ "$phase" = all ]; then
+  # L_F fine-tuning of ours (eq. 8): its judges are the recognizers, its encoder the StyleGAN2 one.
+  lf_s=$(( $(left) * 35 / 100 ))
+  timeout -s INT -k 15 "$(( lf_s + 60 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
+    --set "deid.train.max_seconds=$lf_s" > "$scratch/deid.log" 2>&1
+  echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
+  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
+    --methods ours > "$scratch/outputs_ours.log" 2>&1
+  echo "== ours' private outputs: exit $? after $(( $(date +%s) - start ))s"
+fi
 for pid in "${pids_eval[@]}"; do wait "$pid"; echo "== evaluation process $pid: exit $?"; done
 
 # --- 5. the result pages, from the cached private outputs (detection was measured on the CPU)
@@ -173,8 +198,9 @@ for script in ${JAXDEID_GPU_PAGES:-table3 fig5 fig6 grids}; do
 done
 for pid in "${pids_pages[@]}"; do wait "$pid"; echo "== page process $pid: exit $?"; done
 echo "== evaluation done after $(( $(date +%s) - start ))s"
+fi
 [ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
-python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md from whatever got written
+[ "$phase" = train ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 # Training curves of this run, for the record (small text files).
 find "$workdir" -name metrics.jsonl -newer "$stamp" | tar -czf "$scratch/metrics.tar.gz" -T - 2>/dev/null
@@ -183,8 +209,8 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   # Only what this run wrote (newer than its start), as one archive: the device returns 8 files at most.
   (cd "$results" && find . -maxdepth 1 -type f -newer "$stamp" -print0 \
-     | tar --null -czf "$OUT/results_${preset}.tar.gz" -T -)
-  tar -czf "$OUT/logs_${preset}.tar.gz" -C "$scratch" $(cd "$scratch" && ls *.log metrics.tar.gz 2>/dev/null)
+     | tar --null -czf "$OUT/results_${preset}_${phase}.tar.gz" -T -)
+  tar -czf "$OUT/logs_${preset}_${phase}.tar.gz" -C "$scratch" $(cd "$scratch" && ls *.log metrics.tar.gz 2>/dev/null)
 fi
 echo "== total $(( $(date +%s) - start ))s"
 }
