@@ -8,6 +8,7 @@
                             its de-identified face and its private output frame (baselines have no
                             attenuation, so their de-identified face is the released face)
   results/grids.md          what the rows are, which columns failed
+  results/grids.json        the images written and, per method, success over the shown columns
 
 Columns are the first ``--columns`` evaluation scenes. A red frame marks a scene that
 was NOT a success: its released frame is the step's fail-closed fallback (pixelated
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     tile = tile_size(config)
     prov = results.provenance(config.preset, config.seed, time.perf_counter() - t0, columns=columns,
                               **ev.provenance_extra(config, evalset, outputs))
-    written, notes = [], []
+    written, notes, shown = [], [], {}
     if "ours" in outputs:
         draw_grid(out_dir / "table2_grid.png", grid_rows(evalset, outputs, ["ours"], columns), tile, prov)
         written.append("table2_grid.png")
@@ -106,6 +107,7 @@ def main(argv=None) -> int:
         written.append("table4_grid.png")
     for m, o in outputs.items():
         failed = [int(i) for i in np.flatnonzero(~np.asarray(o["success"][:columns], bool))]
+        shown[m] = {"success": float(np.mean(o["success"][:columns])), "failed_columns": failed}
         notes.append(f"| {ev.DISPLAY[m]} | {np.mean(o['success'][:columns]):.3f} | "
                      f"{', '.join(map(str, failed)) or 'none'} |")
     body = f"""# Tables 2 and 4: low-light inputs, de-identified faces, private outputs
@@ -133,7 +135,8 @@ private output is the fail-closed pixelated fallback, which is what the pipeline
 ![Table 4](table4_grid.png)
 """
     results.write_markdown(out_dir / "grids.md", body, prov)
-    print(f"wrote {', '.join(str(out_dir / w) for w in written)} and grids.md in {time.perf_counter() - t0:.1f}s")
+    results.write_json(out_dir / "grids.json", {"images": written, "shown": shown, "provenance": prov})
+    print(f"wrote {', '.join(str(out_dir / w) for w in written)}, grids.md and grids.json in {time.perf_counter() - t0:.1f}s")
     return 0
 
 

@@ -156,7 +156,7 @@ def write_summary(results: Path, preset: str, status: dict, wall_s: float) -> Pa
 # The JSON each reproduce script writes, to rebuild the page from separate runs.
 SCRIPT_OUTPUTS = {"light": "light.json", "table1": "table1.json", "detection": "detection.json",
                   "generators": "generators.json", "table3": "table3.json", "fig5": "fig5.json",
-                  "fig6": "fig6.json", "grids": "grids.md"}
+                  "fig6": "fig6.json", "grids": "grids.json"}
 
 
 def main(argv=None) -> int:
@@ -178,8 +178,7 @@ def main(argv=None) -> int:
     results = results if results.is_absolute() else Path(__file__).resolve().parent.parent / results
     status = {}
     for script, name in SCRIPT_OUTPUTS.items():
-        data = _load(results, name) if name.endswith(".json") else (
-            {"provenance": {"device": "see the page"}} if (results / name).exists() else None)
+        data = _load(results, name)
         if data is None:
             status[script] = {"status": "not run", "wall_s": 0.0}
         else:

@@ -192,3 +192,14 @@ def test_similarity_judgment_loss_and_lf():
         reconstruction=images, private_embeddings=same, original_embeddings=refs, threshold=0.3,
         la_margin=0.1, chi=(1.0, 0.5, 0.3, 0.1))["L_F"])(logits)
     np.testing.assert_allclose(grad, 0.0, atol=1e-7)
+
+
+def test_lf_finetuning_fails_closed_without_trained_networks(tmp_path):
+    """`jaxdeid train deid` never fine-tunes a random generator against random judges unless
+    asked to: it fails naming the command that trains what is missing."""
+    from jaxdeid.deid.losses import make_task
+
+    config = get_config("smoke", [f"workdir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="jaxdeid train gan --arch stylegan2"):
+        make_task(config)
+    assert make_task(config, allow_untrained=True).name == "deid_finetune"

@@ -112,6 +112,8 @@ def test_grids_sizes(run):
     with Image.open(run[0] / "table4_grid.png") as image:
         assert image.size == grids.grid_size(1 + 2 * 1, 2, tile)  # one baseline (pggan) here
     assert "before attenuation" in (run[0] / "grids.md").read_text()
+    shown = _read(run[0], "grids.json")
+    assert set(shown["shown"]) == set(METHODS) and all(_is_rate(v["success"]) for v in shown["shown"].values())
 
 
 def test_cache_is_reused_and_keyed_on_weights(run):

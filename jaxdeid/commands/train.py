@@ -22,7 +22,10 @@ TRAINERS = {
     "gan": ("jaxdeid.gan.train:train_gan", "face generation network: StyleGAN2 (ours) or a baseline (component 4)",
             [("--arch", dict(default="stylegan2", choices=("stylegan2", "stylegan1", "pggan"),
                              help="generator architecture (default: stylegan2)"))]),
-    "deid": ("jaxdeid.deid.losses:train_deid", "fine-tune the StyleGAN2 generator with L_F (eq. 8)", []),
+    "deid": ("jaxdeid.deid.losses:train_deid", "fine-tune the StyleGAN2 generator with L_F (eq. 8)",
+             [("--allow-untrained", dict(action="store_true",
+                                         help="use randomly initialised encoder/judges where their checkpoints "
+                                              "are missing (tests/demos only; default: fail naming the commands)"))]),
 }
 
 

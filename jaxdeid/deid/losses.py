@@ -91,14 +91,17 @@ def fine_tuning_loss(**kwargs) -> jax.Array:
 # --------------------------------------------------------------------------- `jaxdeid train deid`
 
 
-def make_task(config):
+def make_task(config, allow_untrained: bool = False):
     """The ``deid_finetune`` Task: fine-tunes our StyleGAN2 generator with L_F (eq. 8).
 
     State: the generator G (EMA copy kept for inference), its discriminator D, and the
     Adam states; initialised from the pretrained ``gan_stylegan2`` checkpoint (the
-    paper fine-tunes a trained generator), or from scratch when none exists (smoke).
-    Frozen, from their checkpoints (random init where missing, for smoke tests only):
-    the StyleGAN2 encoder and the white-box judges.
+    paper fine-tunes a trained generator; from scratch only with ``allow_untrained``).
+    Frozen, from their checkpoints: the StyleGAN2 encoder and the white-box judges. A
+    missing one raises FileNotFoundError at the first step, naming its training command:
+    a generator fine-tuned against random judges would be reported as "L_F fine-tuned"
+    while it learned nothing about evading recognition. ``allow_untrained`` initialises
+    missing ones at random instead (tests and demos only).
 
     One step: x̂ = a batch of normal-light faces (the enhanced faces' domain);
     w = E(x̂); w' = w + σ·n (config.deid.finetune_sigma); y' = G(w').
@@ -110,7 +113,7 @@ def make_task(config):
     from ..train import Task
     from ..train.loop import ema_update
     from ..train.optim import make_optimizer
-    from .pipeline import _init_one, _load_one
+    from .pipeline import _init_one, _load_one, train_command
 
     gan_cfg, dc = config.gan, config.deid
     G, D = make_generator(gan_cfg, "stylegan2"), make_discriminator(gan_cfg, "stylegan2")
@@ -127,15 +130,19 @@ def make_task(config):
             from .step import make_encoder_module
             frozen["encoder_module"] = make_encoder_module(config, "stylegan2")
             frozen["judge_modules"] = {a: make_recognizer(config, a) for a in judges}
-            variables = {}
+            variables, missing = {}, []
             for index, name in enumerate(["encoder"] + [f"judges/{a}" for a in judges]):
                 try:
                     variables[name] = _load_one(config, "stylegan2", name)
                 except FileNotFoundError:
+                    missing.append(name)
                     variables[name] = _init_one(config, "stylegan2", name,
                                                 jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), index))
-                    frozen.setdefault("untrained", []).append(name)
-            frozen["variables"] = variables
+            if missing and not allow_untrained:
+                listing = "\n".join(f"  {n:<22} {train_command(config, 'ours', n)}" for n in missing)
+                raise FileNotFoundError(f"L_F fine-tuning needs these trained networks under {config.workdir}; "
+                                        f"train them first:\n{listing}\n(or pass --allow-untrained: tests/demos only)")
+            frozen["variables"], frozen["untrained"] = variables, missing
         return frozen
 
     # Loaded eagerly, not inside `init`: restoring a checkpoint runs `init` under
@@ -143,6 +150,9 @@ def make_task(config):
     try:
         pretrained = load_gan(config, "stylegan2")
     except FileNotFoundError:
+        if not allow_untrained:
+            raise FileNotFoundError(f"L_F fine-tunes a trained StyleGAN2 generator; none under {config.workdir}: "
+                                    f"{train_command(config, 'ours', 'generator')}") from None
         pretrained = None
 
     def init(key):
@@ -213,16 +223,16 @@ def load_finetuned_generator(config) -> Mapping[str, Any] | None:
     """The L_F fine-tuned EMA generator (``deid_finetune``), or None when it was never trained."""
     from ..train import restore_latest
 
-    restored = restore_latest(make_task(config), config.workdir, seed=int(config.seed))
+    # allow_untrained: only the state's structure is needed here, not the frozen networks.
+    restored = restore_latest(make_task(config, allow_untrained=True), config.workdir, seed=int(config.seed))
     return None if restored is None else restored[0]["G_ema"]
 
 
 def train_deid(config, args) -> int:
     """`jaxdeid train deid`: fine-tunes the StyleGAN2 generator with L_F (eq. 8)."""
-    del args
     from ..train import run
 
-    task = make_task(config)
+    task = make_task(config, allow_untrained=bool(getattr(args, "allow_untrained", False)))
     _, records = run(task, config.deid.train, config.workdir, seed=int(config.seed), desc=TASK_NAME)
     losses = [r for r in records if "loss" in r]
     if losses:
