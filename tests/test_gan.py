@@ -248,3 +248,16 @@ def test_load_trained_without_checkpoint_says_what_to_run(tmp_path):
     config = get_config("smoke", [f"workdir={str(tmp_path)!r}"])
     with pytest.raises(FileNotFoundError, match="jaxdeid train gan --arch stylegan1"):
         load_trained(config, "stylegan1")
+
+
+def test_blur_equals_the_depthwise_filter():
+    """`blur` (separable shifted sums) equals NVIDIA's [1,3,3,1]⊗[1,3,3,1]/64 depthwise convolution."""
+    from jaxdeid.gan.layers import blur
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 5))
+    taps = jnp.array([1.0, 3.0, 3.0, 1.0])
+    kernel = jnp.tile((jnp.outer(taps, taps) / 64.0)[:, :, None, None], (1, 1, 1, 5))
+    for pad in ((2, 1), (1, 1), (0, 0)):
+        want = jax.lax.conv_general_dilated(x, kernel, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=5, precision="highest")
+        np.testing.assert_allclose(blur(x, pad), want, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
   instead of zero-padded. We apply it before the 3×3 convolution, NVIDIA applies
   its filter after a transposed convolution; both are linear and shift-invariant,
   so they commute and the two differ only at the border.
-* ``blur`` is the [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 depthwise filter itself, used by
+* ``blur`` is the [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 filter itself (per channel), used by
   the discriminator exactly as NVIDIA does (blur with padding, then a stride-2
   convolution).
 * ``downsample_2x`` (blur + decimation) is ``jax.image.resize`` with
@@ -79,14 +79,19 @@ def avg_pool_2x(x: Array) -> Array:
 
 
 def blur(x: Array, pad: tuple[int, int]) -> Array:
-    """Depthwise [1,3,3,1]⊗[1,3,3,1]/64 filter with explicit (before, after) zero padding on H and W."""
-    taps = jnp.array([1.0, 3.0, 3.0, 1.0], x.dtype)
-    kernel = jnp.outer(taps, taps) / 64.0
-    c = x.shape[-1]
-    kernel = jnp.tile(kernel[:, :, None, None], (1, 1, 1, c))   # HWIO with I = 1 (depthwise)
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding=(pad, pad),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    """[1,3,3,1]⊗[1,3,3,1]/64 filter per channel, with explicit (before, after) zero padding on H and W.
+
+    Written as two 4-tap weighted sums of shifted slices (the filter is separable and
+    symmetric), not as a depthwise convolution: XLA fuses the sums into one elementwise
+    kernel, and they differentiate to any order (the R1 penalty differentiates D twice)
+    without grouped-convolution gradients. Same values as the depthwise convolution
+    (tests/test_gan.py checks it).
+    """
+    taps = (0.125, 0.375, 0.375, 0.125)
+    x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    h, w = x.shape[1] - 3, x.shape[2] - 3
+    x = sum(t * x[:, i:i + h] for i, t in enumerate(taps))
+    return sum(t * x[:, :, i:i + w] for i, t in enumerate(taps))
 
 
 def conv2d(x: Array, kernel: Array, stride: int = 1, padding="SAME") -> Array:
