@@ -81,6 +81,15 @@ echo "== reproduce/gpu_small.sh: phase $phase, preset $preset, budget ${budget}s
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 left() { echo $(( start + budget - $(date +%s) )); }
+# wait_all LABEL PID...: waits for each process and logs its exit status.
+wait_all() { local label=$1 pid; shift; for pid in "$@"; do wait "$pid"; echo "== $label process $pid: exit $?"; done; }
+# train_for SECONDS SECTION LOG ARGS...: `jaxdeid train ARGS` with a wall-clock budget: the loop
+# saves and stops when <SECTION>.train.max_seconds is spent; `timeout` 60 s later is only the net.
+train_for() {
+  local seconds=$1 section=$2 name=$3; shift 3
+  timeout -s INT -k 15 "$(( seconds + 60 ))" python3 -m jaxdeid train "$@" --preset "$preset" "${sets[@]}" \
+    --set "$section.train.max_seconds=$seconds" > "$scratch/$name.log" 2>&1
+}
 
 # --- 0. offline wheels (only distributions that are not installed at all)
 if [ -d .whl ]; then
@@ -133,23 +142,21 @@ timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet
   > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
 gan_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 42) / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
-  timeout -s INT -k 15 "$(( gan_s + 60 ))" python3 -m jaxdeid train gan --arch "$arch" --preset "$preset" \
-    "${sets[@]}" --set "gan.train.max_seconds=$gan_s" > "$scratch/gan_$arch.log" 2>&1 & pids_gan+=($!)
+  train_for "$gan_s" gan "gan_$arch" gan --arch "$arch" & pids_gan+=($!)
 done
-for pid in "${pids_gan[@]}"; do wait "$pid"; echo "== gan process $pid: exit $?"; done
+wait_all gan "${pids_gan[@]}"
 echo "== GANs done after $(( $(date +%s) - start ))s"
 
 # --- 3. encoders (each inverts its own generator)
 pids_enc=()
 enc_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 35) / 100 ))
 for arch in stylegan2 stylegan1 pggan; do
-  timeout -s INT -k 15 "$(( enc_s + 60 ))" python3 -m jaxdeid train encoder --arch "$arch" --preset "$preset" \
-    "${sets[@]}" --set "encoder.train.max_seconds=$enc_s" > "$scratch/encoder_$arch.log" 2>&1 & pids_enc+=($!)
+  train_for "$enc_s" encoder "encoder_$arch" encoder --arch "$arch" & pids_enc+=($!)
 done
-for pid in "${pids_enc[@]}"; do wait "$pid"; echo "== encoder process $pid: exit $?"; done
+wait_all encoder "${pids_enc[@]}"
 echo "== encoders done after $(( $(date +%s) - start ))s"
 
-for pid in "${pids_rec[@]}" "$pid_table1"; do wait "$pid"; echo "== recognizer/light process $pid: exit $?"; done
+wait_all recognizer/light "${pids_rec[@]}" "$pid_table1"
 echo "== recognizers done after $(( $(date +%s) - start ))s"
 if [ "$phase" = train ]; then   # L_F gets the rest of this call; the evaluation is the next call
   timeout -s INT -k 15 "$(( $(left) + 30 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
@@ -179,15 +186,13 @@ for method in ours pggan stylegan1 stylegan2; do
 done
 if [ "$phase" = all ]; then
   # L_F fine-tuning of ours (eq. 8): its judges are the recognizers, its encoder the StyleGAN2 one.
-  lf_s=$(( $(left) * 35 / 100 ))
-  timeout -s INT -k 15 "$(( lf_s + 60 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
-    --set "deid.train.max_seconds=$lf_s" > "$scratch/deid.log" 2>&1
+  train_for "$(( $(left) * 35 / 100 ))" deid deid deid
   echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
   timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
     --methods ours > "$scratch/outputs_ours.log" 2>&1
   echo "== ours' private outputs: exit $? after $(( $(date +%s) - start ))s"
 fi
-for pid in "${pids_eval[@]}"; do wait "$pid"; echo "== evaluation process $pid: exit $?"; done
+wait_all evaluation "${pids_eval[@]}"
 
 # --- 5. the result pages, from the cached private outputs (detection was measured on the CPU)
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
@@ -196,7 +201,7 @@ for script in ${JAXDEID_GPU_PAGES:-table3 fig5 fig6 grids}; do
   timeout -s INT -k 15 "$(left)" python3 "reproduce/$script.py" "${eval_args[@]}" \
     > "$scratch/page_$script.log" 2>&1 & pids_pages+=($!)
 done
-for pid in "${pids_pages[@]}"; do wait "$pid"; echo "== page process $pid: exit $?"; done
+wait_all page "${pids_pages[@]}"
 echo "== evaluation done after $(( $(date +%s) - start ))s"
 fi
 [ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
