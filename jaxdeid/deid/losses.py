@@ -130,18 +130,20 @@ def make_task(config, allow_untrained: bool = False):
             from .step import make_encoder_module
             frozen["encoder_module"] = make_encoder_module(config, "stylegan2")
             frozen["judge_modules"] = {a: make_recognizer(config, a) for a in judges}
+            names = ["encoder"] + [f"judges/{a}" for a in judges]
             variables, missing = {}, []
-            for index, name in enumerate(["encoder"] + [f"judges/{a}" for a in judges]):
+            for name in names:
                 try:
                     variables[name] = _load_one(config, "stylegan2", name)
                 except FileNotFoundError:
                     missing.append(name)
-                    variables[name] = _init_one(config, "stylegan2", name,
-                                                jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), index))
-            if missing and not allow_untrained:
+            if missing and not allow_untrained:   # fail before initialising anything
                 listing = "\n".join(f"  {n:<22} {train_command(config, 'ours', n)}" for n in missing)
                 raise FileNotFoundError(f"L_F fine-tuning needs these trained networks under {config.workdir}; "
                                         f"train them first:\n{listing}\n(or pass --allow-untrained: tests/demos only)")
+            for name in missing:
+                variables[name] = _init_one(config, "stylegan2", name, jax.random.fold_in(
+                    jax.random.PRNGKey(int(config.seed)), names.index(name)))
             frozen["variables"], frozen["untrained"] = variables, missing
         return frozen
 
