@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     for m, o in outputs.items():
         failed = [int(i) for i in np.flatnonzero(~np.asarray(o["success"][:columns], bool))]
         shown[m] = {"success": float(np.mean(o["success"][:columns])), "failed_columns": failed}
-        notes.append(f"| {ev.DISPLAY[m]} | {np.mean(o['success'][:columns]):.3f} | "
+        notes.append(f"| {ev.DISPLAY[m]} | {shown[m]['success']:.3f} | "
                      f"{', '.join(map(str, failed)) or 'none'} |")
     body = f"""# Tables 2 and 4: low-light inputs, de-identified faces, private outputs
 
