@@ -31,6 +31,9 @@
 # Environment (all optional):
 #   JAXDEID_GPU_BUDGET_S   seconds for stages 1-5 together (default 540)
 #   JAXDEID_GPU_PHASE      all (default) | train | evaluate (see "Two calls, one machine" below)
+#                          | generators (issue 5 alone: see "Generators alone" below)
+#   JAXDEID_GPU_ARCHS      GANs (and their encoders) trained by phase generators, space separated
+#                          (default "stylegan2 stylegan1 pggan")
 #   JAXDEID_GPU_PRESET     preset (default small; "smoke" for a dry run of the plumbing)
 #   JAXDEID_GPU_SET        extra config overrides, space separated (e.g. "gan.train.steps=3000")
 #   JAXDEID_GPU_PAGES      result pages of stage 5 (default "table3 fig5 fig6 grids")
@@ -43,6 +46,19 @@
 #   JAXDEID_GPU_PHASE=train    JAXDEID_GPU_BUDGET_S=560  (timeout 600): stages 1-3 and L_F
 #   JAXDEID_GPU_PHASE=evaluate JAXDEID_GPU_BUDGET_S=200  (timeout 240), at once: stages 4-5
 # JAXDEID_GPU_PHASE=all (default) runs everything in one call with smaller training budgets.
+#
+# Generators alone. JAXDEID_GPU_PHASE=generators trains only what reproduce/generators.py
+# measures: the GANs of JAXDEID_GPU_ARCHS with the device to themselves (no recognizers, light
+# networks or detector beside them) and, concurrently, the one recognizer whose embeddings the
+# Fréchet distance uses (resnet50); then their encoders; then generators.py --archs (the other
+# archs' rows say "not measured in this run"). Budget split: GANs 45 %, encoders 50 % of the rest,
+# the remaining ~25 % for generators.py (it compiles the recognizer's embedding, the generation
+# and the inversion: more than the 32 s it had in the first H200 run, which it spent compiling).
+# Measured on one H200 (commit 1ac820b, budget 400 s, JAXDEID_GPU_ARCHS=stylegan2): data 14 s;
+# StyleGAN2 alone (beside the resnet50 recognizer for its first ~60 s): first step at 44 s
+# (compilation), then 25.3 steps/s: 3274 of 5000 steps in its 173-s budget (1679 when it shared
+# the device with everything); the recognizer's 3000 steps in 117 s (val acc 0.945); the encoder
+# 1890 of 3000 steps in 113 s (first step at 31 s, 23 steps/s), val SSIM 0.459, PSNR 19.3 dB.
 #
 # Measured on one H200 (commit e502ccd, phase all, budget 550 s, everything concurrent):
 # tfds preparation 24 s; in the 220-s GAN stage PGGAN reached 4201 steps, StyleGAN1 2108 and
@@ -61,7 +77,9 @@ start=$(date +%s)
 preset="${JAXDEID_GPU_PRESET:-small}"
 budget="${JAXDEID_GPU_BUDGET_S:-540}"
 phase="${JAXDEID_GPU_PHASE:-all}"
-case "$phase" in all|train|evaluate) ;; *) echo "JAXDEID_GPU_PHASE must be all, train or evaluate"; return 2;; esac
+case "$phase" in all|train|evaluate|generators) ;;
+  *) echo "JAXDEID_GPU_PHASE must be all, train, evaluate or generators"; return 2;; esac
+archs="${JAXDEID_GPU_ARCHS:-stylegan2 stylegan1 pggan}"
 export JAXDEID_PROGRESS=0
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -78,17 +96,22 @@ log="$scratch/gpu_${preset}.log"
 exec > >(tee "$log") 2>&1
 stamp="$scratch/start.stamp"; touch "$stamp"
 echo "== reproduce/gpu_small.sh: phase $phase, preset $preset, budget ${budget}s, commit $JAXDEID_GIT_COMMIT, overrides: ${sets[*]:-none}"
+[ "$phase" = generators ] && echo "== GANs and encoders: $archs"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 left() { echo $(( start + budget - $(date +%s) )); }
 # wait_all LABEL PID...: waits for each process and logs its exit status.
 wait_all() { local label=$1 pid; shift; for pid in "$@"; do wait "$pid"; echo "== $label process $pid: exit $?"; done; }
-# train_for SECONDS SECTION LOG ARGS...: `jaxdeid train ARGS` with a wall-clock budget: the loop
-# saves and stops when <SECTION>.train.max_seconds is spent; `timeout` 60 s later is only the net.
+# train_for SECONDS SECTION LOG ARGS...: `jaxdeid train ARGS` within about SECONDS of wall time:
+# the loop saves and stops when <SECTION>.train.max_seconds is spent, which it counts from its own
+# start; start-up before it and the final checkpoint, samples and validation after it took
+# 24-48 s on the H200 (GAN stage 197 s for a 173-s budget, encoder stage 161 s for 113 s), so the
+# loop gets SECONDS - 30 (at least 30). `timeout` 60 s after SECONDS is only the net.
 train_for() {
   local seconds=$1 section=$2 name=$3; shift 3
+  local loop_s=$(( seconds > 60 ? seconds - 30 : 30 ))
   timeout -s INT -k 15 "$(( seconds + 60 ))" python3 -m jaxdeid train "$@" --preset "$preset" "${sets[@]}" \
-    --set "$section.train.max_seconds=$seconds" > "$scratch/$name.log" 2>&1
+    --set "$section.train.max_seconds=$loop_s" > "$scratch/$name.log" 2>&1
 }
 
 # --- 0. offline wheels (only distributions that are not installed at all)
@@ -127,7 +150,11 @@ fi
 # is and stops; compilation counts), so a stage ends on time with its work saved; `timeout`
 # is only the safety net. Budgets are fractions of what is left when the stage starts.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.07   # up to 12 processes (table1 parent + 4 + fifth + 3 GANs + 3 light/crop)
-pids_rec=(); pids_gan=()
+pids_rec=(); pids_gan=(); pid_table1=
+if [ "$phase" = generators ]; then
+  # Only the recognizer whose embeddings generators.py's distances use, beside the GANs.
+  train_for "$(( $(left) * 45 / 100 ))" recognizer recognizer recognizer --arch resnet50 & pids_rec+=($!)
+else
 # The light networks and the detector: nothing to do where their checkpoints were carried along.
 for net in enhance attenuate crop; do
   section=$([ "$net" = crop ] && echo crop || echo light)
@@ -140,8 +167,10 @@ timeout -s INT -k 15 "$(left)" python3 reproduce/table1.py --preset "$preset" --
 timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet50 --seed 1 \
   --workdir "$workdir/blackbox_seed1" --preset "$preset" "${sets[@]}" --set "recognizer.train.max_seconds=$rec_s" \
   > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
-gan_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 42) / 100 ))
-for arch in stylegan2 stylegan1 pggan; do
+fi
+case "$phase" in train) share=50;; generators) share=45;; *) share=42;; esac
+gan_s=$(( $(left) * share / 100 ))
+for arch in $archs; do
   train_for "$gan_s" gan "gan_$arch" gan --arch "$arch" & pids_gan+=($!)
 done
 wait_all gan "${pids_gan[@]}"
@@ -149,14 +178,15 @@ echo "== GANs done after $(( $(date +%s) - start ))s"
 
 # --- 3. encoders (each inverts its own generator)
 pids_enc=()
-enc_s=$(( $(left) * $([ "$phase" = train ] && echo 50 || echo 35) / 100 ))
-for arch in stylegan2 stylegan1 pggan; do
+case "$phase" in train|generators) share=50;; *) share=35;; esac
+enc_s=$(( $(left) * share / 100 ))
+for arch in $archs; do
   train_for "$enc_s" encoder "encoder_$arch" encoder --arch "$arch" & pids_enc+=($!)
 done
 wait_all encoder "${pids_enc[@]}"
 echo "== encoders done after $(( $(date +%s) - start ))s"
 
-wait_all recognizer/light "${pids_rec[@]}" "$pid_table1"
+wait_all recognizer/light "${pids_rec[@]}" $pid_table1
 echo "== recognizers done after $(( $(date +%s) - start ))s"
 if [ "$phase" = train ]; then   # L_F gets the rest of this call; the evaluation is the next call
   timeout -s INT -k 15 "$(( $(left) + 30 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
@@ -166,7 +196,11 @@ fi
 
 fi
 
-if [ "$phase" != train ]; then
+if [ "$phase" = generators ]; then
+  timeout -s INT -k 15 "$(left)" python3 reproduce/generators.py --preset "$preset" "${sets[@]}" --no-train \
+    --archs "$(echo $archs | tr ' ' ,)" > "$scratch/generators.log" 2>&1
+  echo "== generators.py: exit $? after $(( $(date +%s) - start ))s"
+elif [ "$phase" != train ]; then
 # --- 4. from here nothing trains except L_F: evaluations run with --no-train, so a missing
 # checkpoint is an error in its own log instead of a training run that eats the budget.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.09
@@ -205,7 +239,7 @@ wait_all page "${pids_pages[@]}"
 echo "== evaluation done after $(( $(date +%s) - start ))s"
 fi
 [ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
-[ "$phase" = train ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
+[ "$phase" = train ] || [ "$phase" = generators ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 # Training curves of this run, for the record (small text files).
 find "$workdir" -name metrics.jsonl -newer "$stamp" | tar -czf "$scratch/metrics.tar.gz" -T - 2>/dev/null
