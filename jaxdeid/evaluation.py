@@ -647,15 +647,22 @@ def untrained_note(all_outputs: dict) -> str:
             "only; they say nothing about the method.\n")
 
 
+def evaluation_set_from_flags(config, args: argparse.Namespace) -> EvalSet:
+    """The evaluation set the scripts' ``--count`` flag asks for."""
+    return evaluation_set(config, evaluation_count(config, args.count))
+
+
+def method_outputs_from_flags(config, method: str, evalset: EvalSet, args: argparse.Namespace, **options) -> dict:
+    """`method_outputs` with the scripts' flags (`add_flags`); `options` adds or overrides keywords."""
+    return method_outputs(config, method, evalset, **{
+        "train_missing": not args.no_train, "allow_untrained": args.allow_untrained,
+        "finetune": not args.no_finetune, "refresh": args.refresh, "overrides": args.overrides, **options})
+
+
 def collect(config, args: argparse.Namespace, methods=None) -> tuple[EvalSet, dict[str, dict]]:
     """The evaluation set and every method's (cached) private outputs, as the scripts' flags ask."""
-    evalset = evaluation_set(config, evaluation_count(config, args.count))
-    outputs = {}
-    for method in (methods or args.methods):
-        outputs[method] = method_outputs(config, method, evalset, train_missing=not args.no_train,
-                                         allow_untrained=args.allow_untrained, finetune=not args.no_finetune,
-                                         refresh=args.refresh, overrides=args.overrides)
-    return evalset, outputs
+    evalset = evaluation_set_from_flags(config, args)
+    return evalset, {m: method_outputs_from_flags(config, m, evalset, args) for m in (methods or args.methods)}
 
 
 def provenance_extra(config, evalset: EvalSet, outputs: dict) -> dict:

@@ -115,14 +115,8 @@ train_for() {
 }
 
 # --- 0. offline wheels (only distributions that are not installed at all)
-if [ -d .whl ]; then
-  for wheel in .whl/*.whl; do
-    name=$(basename "$wheel" | cut -d- -f1)
-    python3 -c "import importlib.metadata as m; m.version('$name')" 2>/dev/null && continue
-    python3 -m pip install --no-index --no-deps --find-links .whl -q "$wheel" >/dev/null 2>&1 \
-      || echo "   (pip: $(basename "$wheel") could not be installed)"
-  done
-fi
+. reproduce/offline_wheels.sh
+install_missing_wheels .whl
 python3 -c "import jax, flax, optax, orbax.checkpoint, ml_collections, dm_pix, tensorflow_datasets; print('devices:', jax.devices())" \
   || { echo "gpu_small.sh: a required package is missing (carry its wheel in .whl/)"; return 1; }
 

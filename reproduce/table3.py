@@ -67,9 +67,7 @@ def held_out_outputs(config, args, evalset, methods) -> tuple[tuple, dict]:
     if not held_judges:
         raise ValueError(f"holding {args.holdout} out leaves no white-box judge")
     held_config = ev.with_judges(config, held_judges)
-    return held_judges, {m: ev.method_outputs(held_config, m, evalset, train_missing=not args.no_train,
-                                              allow_untrained=args.allow_untrained, finetune=not args.no_finetune,
-                                              use_finetuned=False, refresh=args.refresh, overrides=args.overrides)
+    return held_judges, {m: ev.method_outputs_from_flags(held_config, m, evalset, args, use_finetuned=False)
                          for m in methods}
 
 
@@ -258,8 +256,7 @@ def main(argv=None) -> int:
         ev.collect(config, args)
         return 0
     if args.outputs_only == "holdout":
-        held_out_outputs(config, args, ev.evaluation_set(config, ev.evaluation_count(config, args.count)),
-                         args.methods)
+        held_out_outputs(config, args, ev.evaluation_set_from_flags(config, args), args.methods)
         return 0
     evalset, outputs = ev.collect(config, args)
     ev_out = evaluate(config, args, evalset, outputs)

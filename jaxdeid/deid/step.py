@@ -210,14 +210,17 @@ def make_stages(config, method: str) -> Stages:
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"config.deid.compute_dtype must be one of {COMPUTE_DTYPES}, not {compute_dtype!r}")
 
+    reduced_precision = compute_dtype != "float32"
+
+    def to_compute_dtype(tree):
+        # float32: the tree itself, so the traced graph is exactly the one without this knob.
+        return cast_floating(tree, compute_dtype) if reduced_precision else tree
+
     def run_network(apply, variables, *inputs, **kwargs):
-        # float32: the plain call (the traced graph is exactly the one without this knob).
         # bfloat16: variables and inputs cast at the call, outputs cast back, so the loop
         # around the networks only ever sees float32 (see `cast_floating`).
-        if compute_dtype == "float32":
-            return apply(variables, *inputs, **kwargs)
-        outputs = apply(cast_floating(variables, compute_dtype), *cast_floating(inputs, compute_dtype), **kwargs)
-        return cast_floating(outputs, jnp.float32)
+        outputs = apply(to_compute_dtype(variables), *to_compute_dtype(inputs), **kwargs)
+        return cast_floating(outputs, jnp.float32) if reduced_precision else outputs
 
     def enhance(params, frames):
         if not light:
@@ -245,7 +248,7 @@ def make_stages(config, method: str) -> Stages:
 
     def embed(params, arch, faces):
         embeddings = run_network(modules[arch].apply, params["judges"][arch], faces, train=False)
-        if compute_dtype != "float32":
+        if reduced_precision:
             # Re-normalise in float32 so the dot product in `similarities` is a cosine (SPEC §4.1)
             # whatever rounding the network's last layers saw.
             embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
@@ -300,7 +303,7 @@ def make_stages(config, method: str) -> Stages:
     return Stages(networks=nets, enhance=enhance, detect=detect, found=found, crop_faces=crop_faces, encode=encode,
                   embed=embed, perturb=perturb, synthesize=synthesize, attenuate=attenuate,
                   similarities=similarities, finish=finish,
-                  cast_params=lambda params: params if compute_dtype == "float32" else cast_floating(params, compute_dtype),
+                  cast_params=to_compute_dtype,
                   threshold=float(config.recognizer.threshold),
                   max_iters=int(dc.max_iters), judge_both_views=(dc.judge_views == "both" and light))
 
