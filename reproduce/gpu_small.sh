@@ -235,8 +235,10 @@ fi
 [ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
 [ "$phase" = train ] || [ "$phase" = generators ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
-# Training curves of this run, for the record (small text files).
-find "$workdir" -name metrics.jsonl -newer "$stamp" | tar -czf "$scratch/metrics.tar.gz" -T - 2>/dev/null
+# Training curves of this run, for the record (small files).
+# With them the trainings' own PNGs (GAN samples, encoder reconstructions): the first H200 run's
+# StyleGAN2 samples stayed on the machine when generators.py ran out of time.
+find "$workdir" \( -name metrics.jsonl -o -name '*.png' \) -newer "$stamp" | tar -czf "$scratch/metrics.tar.gz" -T - 2>/dev/null
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
