@@ -23,6 +23,7 @@ no cold time is claimed for it (``compile_s`` None).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,16 +102,24 @@ def compile_time(key: str, measured_s: float, from_cache: bool = False) -> dict[
     return {"compile_s": measured_s, "compile_source": "this process"}
 
 
+@contextlib.contextmanager
+def timed_compilation(key: str):
+    """Times the compilation(s) inside the block; the yielded dict then holds `compile_time`'s
+    fields for `key`, with from_cache = whether the block loaded anything from the cache."""
+    info: dict[str, Any] = {}
+    hits, t0 = cache_hits(), time.perf_counter()
+    yield info
+    info.update(compile_time(key, time.perf_counter() - t0, from_cache=cache_hits() > hits))
+
+
 def compile_and_analyse(fn: Callable, *args, **jit_kwargs) -> tuple[Callable, dict[str, Any]]:
     """AOT-compiles ``jax.jit(fn)`` for `args`; returns the executable and its static profile."""
     lowered = jax.jit(fn, **jit_kwargs).lower(*args)
     key = program_key(lowered) if os.environ.get("JAXDEID_BENCH_COMPILE_LOG") else ""
-    hits, t0 = cache_hits(), time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
+    with timed_compilation(key) as compiled_info:
+        compiled = lowered.compile()
     cost = _first(compiled.cost_analysis())
-    info: dict[str, Any] = {**compile_time(key, compile_s, from_cache=cache_hits() > hits),
-                            "flops": float(cost.get("flops", float("nan")))}
+    info: dict[str, Any] = {**compiled_info, "flops": float(cost.get("flops", float("nan")))}
     try:
         mem = compiled.memory_analysis()
         # Peak = arguments + outputs + XLA temporaries, minus buffers aliased between them.

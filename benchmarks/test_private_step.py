@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from harness import bench_config, cache_hits, compile_and_analyse, compile_time, lowered_flops, run_benchmark
+from harness import bench_config, compile_and_analyse, lowered_flops, run_benchmark, timed_compilation
 
 METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
 
@@ -289,8 +289,6 @@ def test_private_step_scale_out(benchmark, preset, devices):
 
 def test_private_step_staged(benchmark, preset):
     """The same computation, each network jitted on its own with host transfers between."""
-    import time
-
     from jaxdeid.deid.step import make_private_step, make_staged_pipeline
 
     config, params, trained, _ = _setup(preset, "ours")
@@ -298,10 +296,8 @@ def test_private_step_staged(benchmark, preset):
     x = jnp.asarray(_eval_frames(preset, batch))
     key = jax.random.PRNGKey(0)
     staged = make_staged_pipeline(config, "ours")
-    hits, t0 = cache_hits(), time.perf_counter()
-    _, diagnostics = staged(params, x, key)  # first call compiles every stage (and runs them once)
-    compiled_s = compile_time(f"staged:{preset}:{batch}:{config.deid.compute_dtype}", time.perf_counter() - t0,
-                              from_cache=cache_hits() > hits)
+    with timed_compilation(f"staged:{preset}:{batch}:{config.deid.compute_dtype}") as compiled_s:
+        _, diagnostics = staged(params, x, key)  # first call compiles every stage (and runs them once)
     # The same FLOPs as the fused step, loop included (the staged loop also runs every
     # sample until the last one is done): the fused step's static count plus the loop.
     static = lowered_flops(make_private_step(config, "ours"), params, x, key)

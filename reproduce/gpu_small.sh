@@ -183,8 +183,8 @@ echo "== encoders done after $(( $(date +%s) - start ))s"
 wait_all recognizer/light "${pids_rec[@]}" $pid_table1
 echo "== recognizers done after $(( $(date +%s) - start ))s"
 if [ "$phase" = train ]; then   # L_F gets the rest of this call; the evaluation is the next call
-  timeout -s INT -k 15 "$(( $(left) + 30 ))" python3 -m jaxdeid train deid --preset "$preset" "${sets[@]}" \
-    --set "deid.train.max_seconds=$(( $(left) - 15 ))" > "$scratch/deid.log" 2>&1
+  # (30 s short of it, so that train_for's net still ends within the call's budget + 30 s)
+  train_for "$(( $(left) - 30 ))" deid deid deid
   echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
 fi
 
