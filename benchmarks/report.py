@@ -74,9 +74,18 @@ def load_raw(path: Path) -> dict:
 
 
 def merge_raw(raws: list[dict]) -> dict:
-    """One pytest-benchmark document from several (machine_info and the like from the first)."""
+    """One pytest-benchmark document from several (machine_info and the like from the first).
+
+    A benchmark present in several inputs (a second gpu.sh call filling the rows a first one
+    lost, fed the first call's merged raw JSON too) keeps its entry from the last input that
+    has it, in the position of its first appearance.
+    """
     merged = dict(raws[0])
-    merged["benchmarks"] = [bench for raw in raws for bench in raw.get("benchmarks", [])]
+    by_name: dict[str, dict] = {}
+    for raw in raws:
+        for bench in raw.get("benchmarks", []):
+            by_name[bench.get("fullname") or bench["name"]] = bench
+    merged["benchmarks"] = list(by_name.values())
     return merged
 
 
