@@ -18,27 +18,31 @@
 #   JAXDEID_BENCH_ROUNDS    timed rounds per benchmark, default 3
 #   JAXDEID_GPU_BUDGET_S    seconds for the warm-up phase and all pytest calls together, default 390
 #                           (+ <= ~80 s of set-up, kill grace and report: under 8 min)
-#   JAXDEID_BENCH_WARM_PERCENT  share of the budget for the warm-up phase, default 45 (0: none)
-#   JAXDEID_BENCH_WARM_JOBS     concurrent warm-up processes, default 8 (a GPU host has 16 cores)
-#   JAXDEID_BENCH_OUT       results folder, default results/ (a dry run: somewhere in /tmp)
-#   JAXDEID_BENCH_SET       config overrides, ";"-separated (benchmarks/harness.py: bench_config)
-#   JAX_COMPILATION_CACHE_DIR, JAXDEID_BENCH_COMPILE_LOG  default: a fresh temporary folder; set both
-#                           to fixed paths and a second call on the same (still warm) machine reuses
-#                           the first call's compiled programs and logged cold compile times
+#   JAXDEID_BENCH_STATE     a folder kept between calls on the same (still warm) machine, default a
+#                           fresh temporary one. Holds JAX's persistent compilation cache, the compile
+#                           log and every finished row (JSON lines, one file per preset and group); a
+#                           second call with the same folder deselects the benchmarks already measured,
+#                           loads what finished compiling from the cache, and reports every row of both
+#                           calls (each row names its own commit). Two calls of ~7 min cover about
+#                           twice the rows of one (see "Measured" below).
+#   JAXDEID_BENCH_WARM_PERCENT  share of the budget for the warm-up phase, default 0 (none; see below)
+#   JAXDEID_BENCH_WARM_JOBS     concurrent warm-up processes, default 8
 #   OUT                     if set, the report (json + md), the merged raw json and the log are copied here
 #
-# Warm-up phase (benchmarks/warm_cache.py; why: benchmarks/harness.py). The first H200 run
-# (commit 1ac820b, no warm-up) spent its 390 s almost only compiling: two rows came back (paper
-# bf16 fused step: 36 s to compile, 1.05 s per call at batch 32). So the benchmarks first run in
-# JAXDEID_BENCH_WARM_JOBS concurrent processes that compile (and run once) without timing,
-# filling JAX's persistent compilation cache; the timed calls below then load each executable
-# from that cache and report the cold compile time the warm-up logged (compile_source).
+# Warm-up phase (benchmarks/warm_cache.py; why: benchmarks/harness.py), off by default. The idea:
+# compile every benchmark first in JAXDEID_BENCH_WARM_JOBS concurrent processes into JAX's
+# persistent compilation cache, then time the rows loading executables from it. It works on a
+# CPU host (2 cores, smoke, 2 jobs: 26 rows, cache loads 0.5-1.6 s against 10-44 s cold
+# compiles), but on the H200 (commit c01c40b) 8 warm-up processes with the paper preset's groups
+# finished NO compilation in 175 s, although one such program compiles in ~36 s alone: XLA's GPU
+# compiler already spreads one compilation over the host's cores (and autotunes on the one GPU),
+# so concurrent compilations only share them. Fewer jobs are untested there.
 #
 # Time budget. Each preset runs as two pytest calls (private step, training steps), paper
 # first; each call gets `timeout -s INT` = its share of what the warm-up left of the budget
 # (weights: paper private step 4, paper training steps and small private step 2, small
-# training steps 1: after a 175-s warm-up the paper private-step call gets 4/9 x 215 s = 95 s, plus whatever
-# an earlier call leaves unused flows to the later ones). On SIGINT pytest stops after the running benchmark and
+# training steps 1: with the default 390 s and no warm-up the paper private-step call gets 4/9 x 390 s
+# = 173 s, plus whatever an earlier call leaves unused flows to the later ones). On SIGINT pytest stops after the running benchmark and
 # pytest-benchmark still writes the JSON of every finished one; if it is stuck in a
 # compile and gets killed 20 s later, harness.py has appended every finished row to a
 # JSON-lines file (JAXDEID_BENCH_JSONL) that report.py reads instead. A slow part costs
@@ -121,10 +125,12 @@ private_nodes=(
 )
 
 # --- 3. warm-up: every benchmark compiled in concurrent processes into the persistent cache
-export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$scratch/jax_cache}"
+state="${JAXDEID_BENCH_STATE:-$scratch}"
+mkdir -p "$state"
+export JAX_COMPILATION_CACHE_DIR="$state/jax_cache"
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
-export JAXDEID_BENCH_COMPILE_LOG="${JAXDEID_BENCH_COMPILE_LOG:-$scratch/compile_log.jsonl}"
-warm_s=$(( budget * ${JAXDEID_BENCH_WARM_PERCENT:-45} / 100 ))
+export JAXDEID_BENCH_COMPILE_LOG="$state/compile_log.jsonl"
+warm_s=$(( budget * ${JAXDEID_BENCH_WARM_PERCENT:-0} / 100 ))
 if [ "$warm_s" -gt 0 ]; then
   echo "== warm-up: ${warm_s}s, ${JAXDEID_BENCH_WARM_JOBS:-8} processes"
   python3 benchmarks/warm_cache.py --presets "$presets" --jobs "${JAXDEID_BENCH_WARM_JOBS:-8}" \
@@ -156,34 +162,46 @@ for i in "${!calls[@]}"; do
     continue
   fi
   raw="$scratch/bench_${preset}_${group}.json"
-  rows="$scratch/bench_${preset}_${group}.jsonl"
+  rows="$state/bench_${preset}_${group}.jsonl"
   if [ "$group" = private ]; then nodes=("${private_nodes[@]}"); else nodes=(benchmarks/test_train_steps.py); fi
-  echo "== $call: timeout ${limit}s"
+  # Rows an earlier call with the same JAXDEID_BENCH_STATE measured are not measured again.
+  done_ids=()
+  if [ -s "$rows" ]; then
+    mapfile -t done_ids < <(python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    if line.strip(): print(json.loads(line)["fullname"])' "$rows")
+  fi
+  deselect=()
+  for id in "${done_ids[@]}"; do deselect+=(--deselect "$id"); done
+  echo "== $call: timeout ${limit}s (${#done_ids[@]} rows from an earlier call)"
   t0=$(date +%s)
   JAXDEID_BENCH_PRESETS=$preset JAXDEID_BENCH_JSONL="$rows" timeout -s INT -k 20 "$limit" \
-    python3 -m pytest -q -p no:cacheprovider "${nodes[@]}" --benchmark-json="$raw" \
+    python3 -m pytest -q -p no:cacheprovider "${nodes[@]}" "${deselect[@]}" --benchmark-json="$raw" \
     --benchmark-columns=mean,stddev,rounds
   echo "== $call: exit $? after $(( $(date +%s) - t0 ))s"
-  # The pytest-benchmark JSON when pytest got to write it; else the rows appended one by one.
-  if [ -s "$raw" ]; then raws+=("$raw"); elif [ -s "$rows" ]; then raws+=("$rows"); fi
+  # pytest-benchmark's JSON (machine_info) when pytest got to write it, then every row appended
+  # one by one (this call's and earlier calls'); report.py keeps one entry per benchmark.
+  [ -s "$raw" ] && raws+=("$raw")
+  [ -s "$rows" ] && raws+=("$rows")
 done
 
 # --- 5. report
 if [ "${#raws[@]}" -eq 0 ]; then
-  echo "gpu.sh: no benchmark finished"; return 1
+  echo "gpu.sh: no benchmark finished"; status=1
+else
+  python3 benchmarks/report.py "${raws[@]}" --preset "$presets" --out "$results" | tee "$scratch/report.txt"
+  status=${PIPESTATUS[0]}
 fi
-python3 benchmarks/report.py "${raws[@]}" --preset "$presets" --out "$results" | tee "$scratch/report.txt"
-status=${PIPESTATUS[0]}
 echo "== total $(( $(date +%s) - start ))s"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  tag=$(sed -n 's/.*benchmarks_\(.*\)\.\*.*/\1/p' "$scratch/report.txt")
-  for f in "$results/benchmarks_${tag}.json" "$results/benchmarks_${tag}.md" "$results/benchmarks_${tag}_raw.json"; do
+  tag=$(sed -n 's/.*benchmarks_\(.*\)\.\*.*/\1/p' "$scratch/report.txt" 2>/dev/null)
+  [ -n "$tag" ] && for f in "$results/benchmarks_${tag}.json" "$results/benchmarks_${tag}.md" "$results/benchmarks_${tag}_raw.json"; do
     [ -e "$f" ] && cp "$f" "$OUT/"
   done
   cp "$log" "$OUT/"
-  # The warm-up processes' logs and compile times, one archive (the device returns 8 files at most).
   cp "$JAXDEID_BENCH_COMPILE_LOG" "$scratch/compile_log.jsonl" 2>/dev/null
+  # The warm-up processes' logs and the compile log, one archive (the device returns 8 files at most).
   (cd "$scratch" && ls warm_*.log compile_log.jsonl 2>/dev/null | tar -czf "$OUT/warm_logs.tar.gz" -T -)
 fi
 return "$status"

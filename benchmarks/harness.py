@@ -5,20 +5,19 @@ separately), then time steady-state calls with `block_until_ready`. FLOPs come
 from XLA's own cost analysis of the compiled executable, so "achieved FLOP/s" is
 the compiler's count divided by measured time, not a hand estimate.
 
-Warm-up phase (benchmarks/warm_cache.py, run by benchmarks/gpu.sh). On a fresh GPU
-host compilation, not execution, is most of a benchmark run (H200, paper preset: the
-fused private step compiles in ~36 s and runs in ~1 s), and compiling every step one
-after the other does not fit the GPU script's 8 minutes. So gpu.sh first runs the
-benchmarks in several concurrent processes with ``JAXDEID_BENCH_WARMUP=1``: they
-compile (and run once) but time nothing, filling JAX's persistent compilation cache
-(``JAX_COMPILATION_CACHE_DIR``) and appending each compilation's wall time to
-``JAXDEID_BENCH_COMPILE_LOG``, keyed by a hash of the lowered program. The timed
-pass then loads executables from that cache; its rows report as ``compile_s`` the cold
-compile time from the log (``compile_source`` says which, and ``compile_cached_s``
-what loading took). Without the log, ``compile_s`` is this process's own compile.
-A compilation that was itself a cache hit (JAX's monitoring event; e.g. a stage that
-the staged pipeline had compiled in another warm-up process) is logged as such, and
-no cold time is claimed for it (``compile_s`` None).
+Compile log and persistent cache (benchmarks/gpu.sh). On a fresh GPU host compilation,
+not execution, is most of a benchmark run (H200: the paper preset's fused private step
+compiles in ~36 s and runs in ~1 s; the small preset's in 16-22 s and 0.2 s), and the
+whole suite does not compile within the GPU script's 8 minutes. With
+``JAX_COMPILATION_CACHE_DIR`` and ``JAXDEID_BENCH_COMPILE_LOG`` set, every cold
+compilation is appended to the log, keyed by a hash of the lowered program, and its
+executable lands in JAX's persistent cache. A later process that loads the same program
+from the cache reports as ``compile_s`` the cold compile time from the log
+(``compile_source`` says whose, ``compile_cached_s`` what loading took): a second gpu.sh
+call resuming the first's rows, or the timed pass after the optional warm-up phase
+(benchmarks/warm_cache.py, ``JAXDEID_BENCH_WARMUP=1``: compile and run once in
+concurrent processes, time nothing). A cache hit that nobody logged claims no cold time
+(``compile_s`` None).
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+
+from jaxdeid.results import git_commit, library_versions
 
 
 def _first(analysis):
@@ -67,35 +68,40 @@ def cache_hits() -> int:
     return _CACHE_HITS[0]
 
 
-def _compile_log() -> dict[str, float]:
-    """{program key: cold compile seconds} from the warm-up's log (first cold compile of each)."""
+def _compile_log() -> dict[str, tuple[float, str]]:
+    """{program key: (cold compile seconds, phase)} from the log (first cold compile of each)."""
     path = os.environ.get("JAXDEID_BENCH_COMPILE_LOG")
     if not path or not os.path.exists(path):
         return {}
-    log: dict[str, float] = {}
+    log: dict[str, tuple[float, str]] = {}
     for line in open(path):
         if line.strip():
             entry = json.loads(line)
             if not entry.get("from_cache"):
-                log.setdefault(entry["key"], float(entry["compile_s"]))
+                log.setdefault(entry["key"], (float(entry["compile_s"]), entry.get("phase", "warm-up")))
     return log
+
+
+_SOURCES = {"warm-up": "warm-up phase (concurrent processes)", "timed": "an earlier benchmark process"}
 
 
 def compile_time(key: str, measured_s: float, from_cache: bool = False) -> dict[str, Any]:
     """compile_s for a program whose compilation here took `measured_s` (module docstring).
 
     `from_cache`: this compilation loaded (some of) its executables from the persistent
-    cache. In the warm-up phase the measurement is appended to the log; in the timed
-    pass a logged cold compile of the same program replaces this process's cache load.
+    cache. With JAXDEID_BENCH_COMPILE_LOG set, every cold compilation is appended to the
+    log (and, in the warm-up phase, every compilation), and a compilation served by the
+    cache reports the cold compile logged for the same program: one of the warm-up
+    phase, or of an earlier gpu.sh call sharing JAXDEID_BENCH_STATE whose row was cut off.
     """
     path = os.environ.get("JAXDEID_BENCH_COMPILE_LOG")
-    if warmup_mode() and path:
+    logged = _compile_log().get(key) if path and from_cache and not warmup_mode() else None
+    if path and (warmup_mode() or not from_cache):
         with open(path, "a") as f:
-            f.write(json.dumps({"key": key, "compile_s": measured_s, "from_cache": from_cache}) + "\n")
-    cold = None if warmup_mode() else _compile_log().get(key)
-    if cold is not None:
-        return {"compile_s": cold, "compile_source": "warm-up phase (concurrent processes)",
-                "compile_cached_s": measured_s}
+            f.write(json.dumps({"key": key, "compile_s": measured_s, "from_cache": from_cache,
+                                "phase": "warm-up" if warmup_mode() else "timed"}) + "\n")
+    if logged is not None:
+        return {"compile_s": logged[0], "compile_source": _SOURCES[logged[1]], "compile_cached_s": measured_s}
     if from_cache:
         return {"compile_s": None, "compile_source": "persistent cache (cold compile not logged)",
                 "compile_cached_s": measured_s}
@@ -215,6 +221,9 @@ def run_benchmark(benchmark, compiled: Callable, args: tuple, *, images: int, in
         "num_devices": num_devices,
         "dtype": dtype,
         "jax_version": jax.__version__,
+        # Each row names its own commit: report.py may merge rows of several runs into one file.
+        "git_commit": git_commit(),
+        "versions": library_versions(),
         **extra,
     })
     _append_jsonl(benchmark)
