@@ -124,6 +124,11 @@ private_nodes=(
   benchmarks/test_private_step.py::test_private_step_scale_out
 )
 
+# What this run sets out to measure (report.py lists what got no row).
+JAXDEID_BENCH_PRESETS=$presets python3 -m pytest --collect-only -q -p no:cacheprovider \
+  "${private_nodes[@]}" benchmarks/test_train_steps.py 2>/dev/null | grep '::' > "$scratch/expected.txt"
+echo "== $(wc -l < "$scratch/expected.txt") benchmarks to measure"
+
 # --- 3. warm-up: every benchmark compiled in concurrent processes into the persistent cache
 state="${JAXDEID_BENCH_STATE:-$scratch}"
 mkdir -p "$state"
@@ -189,7 +194,8 @@ done
 if [ "${#raws[@]}" -eq 0 ]; then
   echo "gpu.sh: no benchmark finished"; status=1
 else
-  python3 benchmarks/report.py "${raws[@]}" --preset "$presets" --out "$results" | tee "$scratch/report.txt"
+  python3 benchmarks/report.py "${raws[@]}" --preset "$presets" --out "$results" --expected "$scratch/expected.txt" \
+    | tee "$scratch/report.txt"
   status=${PIPESTATUS[0]}
 fi
 echo "== total $(( $(date +%s) - start ))s"

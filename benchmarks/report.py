@@ -197,6 +197,8 @@ def main(argv=None) -> int:
                              "names the commit of a raw file whose rows do not carry their own")
     parser.add_argument("--preset", default="mixed", help="preset label for the provenance block")
     parser.add_argument("--out", default="results", help="results folder")
+    parser.add_argument("--expected", help="file of pytest node ids (one per line) the run set out to measure; "
+                                           "those without a row are listed as not measured")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -249,6 +251,15 @@ def main(argv=None) -> int:
             f"{table}\n\n## Fused single-jit step vs staged pipeline (same run)\n\n{ratio_text}\n\n"
             f"## bf16 vs float32\n\n{_bf16_section(payload['bf16_vs_float32'])}\n\n"
             f"## Scale-out (images/s vs devices)\n\n{_scale_out_section(payload['scale_out'])}\n")
+    if args.expected:
+        measured = {bench.get("fullname") for bench in raw["benchmarks"]}
+        expected = [line.strip() for line in Path(args.expected).read_text().splitlines() if "::" in line]
+        missing = [node for node in expected if node not in measured]
+        payload["not_measured"] = missing
+        listing = "\n".join(f"- `{node.split('::', 1)[1]}`" for node in missing) or "- (none)"
+        body += (f"\n## Not measured in this run ({len(missing)} of {len(expected)})\n\n"
+                 "Benchmarks the run set out to measure that have no row: skipped (e.g. more devices than "
+                 f"the machine has) or cut off by the time budget (benchmarks/gpu.sh's log says which).\n\n{listing}\n")
     prov["wall_s"] = round(time.perf_counter() - t0, 3)
     for stem in (f"benchmarks_{tag}", "benchmarks"):
         write_json(out / f"{stem}.json", payload, history=(stem == "benchmarks"))
