@@ -7,7 +7,10 @@ paper and small presets on one GPU.
 
 import os
 import sys
+import time
 from pathlib import Path
+
+_SESSION_START = time.perf_counter()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("JAXDEID_PROGRESS", "0")
@@ -33,3 +36,9 @@ def pytest_sessionfinish(session, exitstatus):
     # benchmark pulled it in (the step, the networks and the data on the fly never should).
     if "tensorflow_datasets" in sys.modules:
         print("\nWARNING: tensorflow_datasets was imported during the benchmarks", file=sys.stderr)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    # The run's wall time so far (pytest-benchmark asks when it writes its JSON, at the end
+    # of the session): report.py puts it in the report's provenance.
+    machine_info["wall_s"] = round(time.perf_counter() - _SESSION_START, 1)

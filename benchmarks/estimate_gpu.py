@@ -8,7 +8,7 @@ private step's while-loop body is counted once by XLA; the total multiplies it b
 iterations the loop runs with random weights: the cap, ``deid.max_iters`` (random
 judges keep accepting the perturbed face, so the loop never stops early). The printed
 time is FLOPs / ``--tflops`` (sustained FLOP/s assumed), i.e. execution only: compile
-time is not in it (gpu.sh's header adds it).
+time is not in it (gpu.sh's header gives measured compile times).
 """
 
 from __future__ import annotations
@@ -31,23 +31,15 @@ def _shapes(tree):
 def private_step_flops(config, method: str, batch: int) -> dict[str, float]:
     from harness import lowered_flops
     from jaxdeid.deid.pipeline import init_params
-    from jaxdeid.deid.step import make_private_step, make_stages
+    from jaxdeid.deid.step import make_private_step
+    from test_private_step import _loop_iteration_flops
 
     params = jax.eval_shape(lambda k: init_params(config, method, k), jax.random.PRNGKey(0))
-    scene, res = int(config.data.scene_resolution), int(config.data.resolution)
+    scene = int(config.data.scene_resolution)
     x = jax.ShapeDtypeStruct((batch, scene, scene, 3), jnp.float32)
     static = lowered_flops(make_private_step(config, method), params, x, jax.random.PRNGKey(0))
-    stages = make_stages(config, method)
-    archs = tuple(a for a, _ in stages.networks.judges)
-    latents = jax.eval_shape(stages.encode, params, jax.ShapeDtypeStruct((batch, res, res, 3), jnp.float32))
-
-    def one_iteration(params, latents, level):
-        synthesized = stages.synthesize(params, latents)
-        private = stages.attenuate(params, synthesized, level)
-        judged = jnp.concatenate([private, synthesized]) if stages.judge_both_views else private
-        return [stages.embed(params, a, judged) for a in archs]
-
-    body = lowered_flops(one_iteration, params, latents, jax.ShapeDtypeStruct((batch,), jnp.float32))
+    # One noise-loop iteration, counted as the benchmark counts it (XLA counts the loop body once).
+    body = _loop_iteration_flops(config, method, params, batch)
     iterations = int(config.deid.max_iters)
     return {"static": static, "loop_body": body, "iterations": iterations,
             "total": static + (iterations - 1) * body}

@@ -48,28 +48,16 @@
 # JSON-lines file (JAXDEID_BENCH_JSONL) that report.py reads instead. A slow part costs
 # its own rows, not the run.
 #
-# Runtime estimate. FLOPs: `python3 benchmarks/estimate_gpu.py --preset paper --preset small`
-# (XLA's cost analysis of each lowered step at the real shapes; XLA counts a while-loop
-# body once, so the private step adds (iterations - 1) x one loop iteration, and with
-# random judges the loop always runs to deid.max_iters; cross-checked against the CPU
-# smoke benchmark's 553 MFLOP/image for the fused step without the loop). Per call:
-#   paper, batch 32, 64 iterations: fused step of ours 326 TFLOP, each baseline 255 TFLOP;
-#     the 8 training steps together 153 TFLOP (GAN steps with R1: 41-62 TFLOP each).
-#   small, batch 32, 32 iterations: ours 10.2 TFLOP, each baseline 8.4 TFLOP; training 9 TFLOP.
-# With rounds=3 and one untimed run per compiled step, the paper private-step call runs
-# ~25 fused-step equivalents (f32, bf16, staged, 3 baselines, batch sizes) ~ 7,500 TFLOP,
-# its training-step call 5 x 153 = 770 TFLOP, small ~ 1/25 of that: ~8,600 TFLOP, i.e.
-# ~90 s at a sustained 100 TFLOP/s (an H100's dense peak is ~495 TF32 / ~990 bf16
-# TFLOP/s; XLA's default f32 precision on GPUs uses TF32), ~3 min at 50 TFLOP/s.
-# Compilation is the other half and cannot be derived from FLOPs: on the loaded 2-core
-# CPU the smoke fused step compiles in 20-45 s (bf16 ~2x) and a training step in 7-23 s;
-# per preset ~6 fused-step compiles + ~16 small stage jits + 8 training steps. At ~20 s
-# per big compile on a 16-core GPU host that is ~4 min for paper and ~3 min for small, so
-# the whole run needs ~7-9 min: at the edge of the 8-minute limit. Hence the budget with
-# paper first and a timeout per call; the log says which call lost rows, if any.
-# Measured on the H200 without the warm-up phase (commit 1ac820b): the paper preset's fused
-# step 36 s, its crop training step 12 s; the staged pipeline and the paper GAN training steps
-# did not finish compiling within their calls' 100 s and 60 s.
+# Runtime. The FLOPs each step executes: `python3 benchmarks/estimate_gpu.py --preset paper
+# --preset small` (XLA's count of each lowered step at the real shapes, noise loop included).
+# Running them takes seconds on an H200 (small, batch 32: ours' fused step 0.2 s per call;
+# paper: 1.05 s in bf16); compiling them is the run. Measured on the H200: a small-preset
+# program compiles in 12-22 s, the paper fused step in 36 s (bf16) to over ~55 s (float32),
+# and each private-step row adds ~10 s of tracing, lowering and FLOP counting in Python plus
+# ~12 s once per process for random weights. One 8-minute call therefore measures the first
+# rows of the suite in the order below (commit c01c40b: 6 small-preset rows in 330 s), and a
+# second call with the same JAXDEID_BENCH_STATE continues where it stopped; the report lists
+# every benchmark that got no row.
 # The body is one function, parsed whole before it runs: editing this file while it runs is safe.
 main() {
 set -uo pipefail
@@ -154,6 +142,7 @@ for p in "${ordered[@]}"; do calls+=("$p:private" "$p:train"); done
 weight() { case "$1" in paper:private) echo 4;; *:private|paper:train) echo 2;; *) echo 1;; esac; }
 
 raws=()
+failed=()
 for i in "${!calls[@]}"; do
   call=${calls[$i]}
   preset=${call%%:*}
@@ -183,7 +172,11 @@ for line in open(sys.argv[1]):
   JAXDEID_BENCH_PRESETS=$preset JAXDEID_BENCH_JSONL="$rows" timeout -s INT -k 20 "$limit" \
     python3 -m pytest -q -p no:cacheprovider "${nodes[@]}" "${deselect[@]}" --benchmark-json="$raw" \
     --benchmark-columns=mean,stddev,rounds
-  echo "== $call: exit $? after $(( $(date +%s) - t0 ))s"
+  rc=$?
+  echo "== $call: exit $rc after $(( $(date +%s) - t0 ))s"
+  # 1 = a benchmark raised (a defect, not the budget): the run fails even if rows came back;
+  # 2 = interrupted (SIGINT at the time limit), 124/137 = killed at the limit: rows cut off.
+  [ "$rc" -eq 1 ] && failed+=("$call")
   # pytest-benchmark's JSON (machine_info) when pytest got to write it, then every row appended
   # one by one (this call's and earlier calls'); report.py keeps one entry per benchmark.
   [ -s "$raw" ] && raws+=("$raw")
@@ -195,8 +188,11 @@ if [ "${#raws[@]}" -eq 0 ]; then
   echo "gpu.sh: no benchmark finished"; status=1
 else
   python3 benchmarks/report.py "${raws[@]}" --preset "$presets" --out "$results" --expected "$scratch/expected.txt" \
-    | tee "$scratch/report.txt"
+    --environment-only | tee "$scratch/report.txt"
   status=${PIPESTATUS[0]}
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "gpu.sh: a benchmark raised in: ${failed[*]} (see the log above)"; status=1
 fi
 echo "== total $(( $(date +%s) - start ))s"
 if [ -n "${OUT:-}" ]; then

@@ -31,7 +31,8 @@ ROW_KEYS = ("name", "preset", "batch", "images_per_s", "compile_s", "flops_per_i
 QUALITY_KEYS = ("tpr", "fpr", "ssim", "psnr", "cs")
 # Extra per-row keys kept when present (num_devices and dtype are always filled in).
 EXTRA_KEYS = ("stage", "method", "trained", "faces_forced", "success", "iterations", "loop_iterations",
-              "flops_per_image_static", "device_peak_bytes", "compile_source", "compile_cached_s")
+              "flops_per_image_static", "device_peak_bytes", "compile_source", "compile_cached_s",
+              "r1_interval", "common_step_s", "common_step_images_per_s", "lazy_r1_cycle_images_per_s")
 BF16_LOSS_KEYS = ("bf16_frames_max_abs_diff", "bf16_frames_mean_abs_diff", "bf16_faces_max_abs_diff",
                   "bf16_faces_mean_abs_diff", "bf16_similarity_mean_abs_diff", "bf16_success_flip_fraction",
                   "bf16_box_max_abs_diff_px")
@@ -60,6 +61,16 @@ def rows_from_raw(raw: dict, commit: str) -> list[dict]:
         row.update(images_per_s=batch / mean_s, achieved_flops=flops / mean_s,
                    git_commit=info.get("git_commit") or bench.get("git_commit") or commit,
                    mean_s=mean_s, stddev_s=bench["stats"]["stddev"], rounds=bench["stats"]["rounds"])
+        if info.get("common_step_s"):
+            # GAN training: the row timed the lazy-R1 step; one cycle = (interval - 1) common steps + it.
+            interval = int(info["r1_interval"])
+            info["common_step_images_per_s"] = batch / info["common_step_s"]
+            info["lazy_r1_cycle_images_per_s"] = batch * interval / ((interval - 1) * info["common_step_s"] + mean_s)
+        if info.get("flops_counter") != "lowered" and (info.get("device") or "cpu") != "cpu":
+            # Rows measured on a GPU before FLOPs were counted on the lowered program took the
+            # compiled executable's count, which leaves out cuDNN/cuBLAS calls (harness.py:
+            # compile_and_analyse): not shown rather than wrong.
+            row.update(flops_per_image=None, achieved_flops=None, flops_not_comparable=True)
         row["num_devices"] = int(info.get("num_devices", 1))
         row["dtype"] = info.get("dtype", "float32")
         for k in QUALITY_KEYS + EXTRA_KEYS + BF16_LOSS_KEYS:
@@ -107,11 +118,17 @@ def merge_raw(raws: list[dict]) -> dict:
     return merged
 
 
+def _ours_fused(rows: list[dict]) -> list[dict]:
+    """Ours' one-device float32 fused-step rows (one per preset and batch)."""
+    return [r for r in rows if r["name"] == "private_step_fused" and r["dtype"] == "float32"
+            and r["num_devices"] == 1 and r.get("method", "ours") == "ours"]
+
+
 def bf16_vs_float32(rows: list[dict]) -> dict[str, dict]:
     """Per preset@batch: bf16 speed-up over the float32 fused step and the accuracy it costs."""
     out = {}
     for bf16 in (r for r in rows if r["name"] == "private_step_fused_bf16"):
-        for f32 in (r for r in rows if r["name"] == "private_step_fused" and r["dtype"] == "float32"):
+        for f32 in _ours_fused(rows):
             if f32["preset"] == bf16["preset"] and f32["batch"] == bf16["batch"]:
                 out[f"{bf16['preset']}@{bf16['batch']}"] = {
                     "speedup": bf16["images_per_s"] / f32["images_per_s"],
@@ -129,14 +146,53 @@ def scale_out(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {k: dict(sorted(v.items(), key=lambda kv: int(kv[0]))) for k, v in out.items()}
 
 
-def fused_vs_staged(rows: list[dict]) -> dict[str, float]:
-    """images/s of the fused single-jit step over the staged pipeline, same preset and batch."""
-    ratios = {}
-    for fused in (r for r in rows if r["name"] == "private_step_fused"):
+def fused_vs_staged_pairs(rows: list[dict]) -> dict[str, tuple[int, float]]:
+    """Per preset: (batch, images/s of the fused single-jit step over the staged pipeline),
+    at the largest batch where both were measured in the same run."""
+    pairs: dict[str, tuple[int, float]] = {}
+    for fused in sorted(_ours_fused(rows), key=lambda r: r["batch"]):
         for staged in (r for r in rows if r["name"] == "private_step_staged"):
             if staged["preset"] == fused["preset"] and staged["batch"] == fused["batch"]:
-                ratios[f"{fused['preset']}@{fused['batch']}"] = fused["images_per_s"] / staged["images_per_s"]
-    return ratios
+                pairs[fused["preset"]] = (fused["batch"], fused["images_per_s"] / staged["images_per_s"])
+    return pairs
+
+
+def fused_vs_staged(rows: list[dict]) -> dict[str, float]:
+    """{preset: fused / staged images/s} (issue 7's schema; the batch is in the Markdown)."""
+    return {preset: ratio for preset, (_, ratio) in fused_vs_staged_pairs(rows).items()}
+
+
+def _quality_section(rows: list[dict]) -> str:
+    method_rows = [r for r in rows if r.get("method") and "tpr" in r and r["name"] != "private_step_scale_out"]
+    if not method_rows:
+        return "(no method row in this run)"
+    table = markdown_table(
+        ["method", "preset", "batch", "dtype", "trained", "images/s", "TPR", "FPR", "SSIM", "PSNR (dB)", "CS",
+         "success"],
+        [[r["method"], r["preset"], r["batch"], r["dtype"], "yes" if r.get("trained") else "no (random)",
+          f"{r['images_per_s']:.2f}", _fmt_num(r.get("tpr"), ".3f"), _fmt_num(r.get("fpr"), ".3f"),
+          _fmt_num(r.get("ssim"), ".3f"), _fmt_num(r.get("psnr"), ".2f"), _fmt_num(r.get("cs"), ".3f"),
+          _fmt_num(r.get("success"), ".3f")] for r in method_rows])
+    return (f"{table}\n\nOn the fixed evaluation batch (benchmarks/test_private_step.py): TPR = (private, original) "
+            "pairs of the same person a judge still accepts, FPR = impostor pairs (a private face against another "
+            "person's original) it accepts, both over the four judges at their threshold; SSIM / PSNR / CS of the "
+            "private frames against the low-light input frames; success = samples released as private. With "
+            "random weights these numbers only show that the code path runs.")
+
+
+def _gan_section(rows: list[dict]) -> str:
+    gan_rows = [r for r in rows if r.get("lazy_r1_cycle_images_per_s")]
+    if not gan_rows:
+        return "(no GAN training row in this run)"
+    table = markdown_table(
+        ["benchmark", "preset", "batch", "R1 step images/s (the row)", "common step images/s",
+         "lazy-R1 cycle images/s"],
+        [[r["name"], r["preset"], r["batch"], f"{r['images_per_s']:.2f}", f"{r['common_step_images_per_s']:.2f}",
+          f"{r['lazy_r1_cycle_images_per_s']:.2f} (1 in {r['r1_interval']})"] for r in gan_rows])
+    return (f"{table}\n\nA GAN training step adds the R1 penalty (a second backward pass through D) on one step "
+            "in `r1_interval`, inside one compiled program (a `lax.cond`). Its row times, and its FLOPs count, "
+            "the R1 step (XLA counts the costlier branch of a cond); the common step is the same executable at a "
+            "step without R1; the cycle is what training sustains.")
 
 
 def _fmt_si(value, unit):
@@ -197,6 +253,8 @@ def main(argv=None) -> int:
                              "names the commit of a raw file whose rows do not carry their own")
     parser.add_argument("--preset", default="mixed", help="preset label for the provenance block")
     parser.add_argument("--out", default="results", help="results folder")
+    parser.add_argument("--environment-only", action="store_true",
+                        help="write only benchmarks_<environment>.* (not benchmarks.json/.md)")
     parser.add_argument("--expected", help="file of pytest node ids (one per line) the run set out to measure; "
                                            "those without a row are listed as not measured")
     args = parser.parse_args(argv)
@@ -208,7 +266,9 @@ def main(argv=None) -> int:
         print(f"{args.raw_json}: no such file", file=sys.stderr)
         return 1
     raw = merge_raw(raws)
-    prov = provenance(args.preset, 0, raw.get("machine_info", {}).get("wall_s", 0.0),
+    # The benchmark runs' own wall time (conftest.py records each pytest session's), not this script's.
+    walls = [r.get("machine_info", {}).get("wall_s") for r in raws]
+    prov = provenance(args.preset, 0, sum(w for w in walls if w) if any(walls) else float("nan"),
                       machine=raw.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown"))
     rows = rows_from_raw(raw, prov["git_commit"])
     if not rows:
@@ -236,8 +296,8 @@ def main(argv=None) -> int:
           _fmt_num(r["compile_s"], ".2f"), _fmt_si(r["flops_per_image"], "FLOP"), _fmt_si(r["achieved_flops"], "FLOP/s"),
           _fmt_si(r["peak_bytes"], "B"), r["device"], r["jax_version"], (r["git_commit"] or "")[:10]]
          for r in rows])
-    ratios = payload["fused_vs_staged"]
-    ratio_text = "\n".join(f"- `{k}`: fused / staged = **{v:.2f}×**" for k, v in ratios.items()) or \
+    ratio_text = "\n".join(f"- `{preset}` (batch {batch}): fused / staged = **{ratio:.2f}×**"
+                           for preset, (batch, ratio) in fused_vs_staged_pairs(rows).items()) or \
         "- (no fused/staged pair in this run)"
     sources = ", ".join(f"`{path.name}`" for path, _ in inputs)
     body = (f"# Benchmarks ({rows[0]['device']}, jax {rows[0]['jax_version']})\n\n"
@@ -249,8 +309,15 @@ def main(argv=None) -> int:
             "`compile_source` and `compile_cached_s`, the time to load it, are in the JSON); — where no cold "
             "compile was logged. Each row names the commit it was measured at.\n\n"
             f"{table}\n\n## Fused single-jit step vs staged pipeline (same run)\n\n{ratio_text}\n\n"
+            f"## Speed and quality of the four methods\n\n{_quality_section(rows)}\n\n"
+            f"## GAN training steps and lazy R1\n\n{_gan_section(rows)}\n\n"
             f"## bf16 vs float32\n\n{_bf16_section(payload['bf16_vs_float32'])}\n\n"
             f"## Scale-out (images/s vs devices)\n\n{_scale_out_section(payload['scale_out'])}\n")
+    if any(r.get("flops_not_comparable") for r in rows):
+        body += ("\nFLOPs marked — on GPU rows whose raw JSON has no `flops_counter` (measured before FLOPs were "
+                 "counted on the lowered program): they came from the compiled GPU executable's cost analysis, which leaves out the cuDNN/cuBLAS calls (on the H200 it "
+                 "counted 9.9 MFLOP per image for the small crop training step, whose program does 0.64 GFLOP); "
+                 "FLOPs are now counted on the lowered program for every backend.\n")
     if args.expected:
         measured = {bench.get("fullname") for bench in raw["benchmarks"]}
         expected = [line.strip() for line in Path(args.expected).read_text().splitlines() if "::" in line]
@@ -260,12 +327,15 @@ def main(argv=None) -> int:
         body += (f"\n## Not measured in this run ({len(missing)} of {len(expected)})\n\n"
                  "Benchmarks the run set out to measure that have no row: skipped (e.g. more devices than "
                  f"the machine has) or cut off by the time budget (benchmarks/gpu.sh's log says which).\n\n{listing}\n")
-    prov["wall_s"] = round(time.perf_counter() - t0, 3)
-    for stem in (f"benchmarks_{tag}", "benchmarks"):
+    prov["report_wall_s"] = round(time.perf_counter() - t0, 3)
+    # benchmarks.{json,md} are the CPU suite's report (issue 7's results/benchmarks.json); a run
+    # elsewhere (benchmarks/gpu.sh) writes only the files named after its environment.
+    for stem in (f"benchmarks_{tag}",) + (() if args.environment_only else ("benchmarks",)):
         write_json(out / f"{stem}.json", payload, history=(stem == "benchmarks"))
         write_markdown(out / f"{stem}.md", body, prov)
     (out / f"benchmarks_{tag}_raw.json").write_text(json.dumps(raw, indent=1))
-    print(f"wrote {out}/benchmarks.md and benchmarks_{tag}.*  ({len(rows)} rows)")
+    print(f"wrote {'' if args.environment_only else f'{out}/benchmarks.md and '}{out}/benchmarks_{tag}.*  "
+          f"({len(rows)} rows)")
     return 0
 
 

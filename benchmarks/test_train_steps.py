@@ -1,14 +1,20 @@
 """Throughput of every network's training step (the step the shared loop jits)."""
 
+import time
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from harness import bench_config, compile_and_analyse, run_benchmark
+from harness import bench_config, bench_rounds, compile_and_analyse, run_benchmark
 
 
-def _light(config):
-    from jaxdeid.light.train import make_task
-    return make_task(config, "enhance")
+def _light(direction):
+    def build(config):
+        from jaxdeid.light.train import make_task
+        return make_task(config, direction)
+    return build
 
 
 def _recognizer(arch):
@@ -25,17 +31,47 @@ def _gan(arch):
     return build
 
 
+def _encoder(arch):
+    def build(config):
+        from jaxdeid.deid.pipeline import quick_random_variables
+        from jaxdeid.encoder.train import make_task
+        # The frozen generator it inverts: random weights at the right shapes (a benchmark
+        # times the step, whatever the generator has learnt); the baseline method of the
+        # same name uses exactly that generator.
+        return make_task(config, arch, generator_variables=quick_random_variables(config, arch, "generator"))
+    return build
+
+
 def _crop(config):
     from jaxdeid.crop.train import make_task
     return make_task(config)
 
 
+def _deid_finetune(config):
+    from jaxdeid.deid.losses import make_task
+    return make_task(config, allow_untrained=True)
+
+
+GAN_ARCHS = ("stylegan2", "stylegan1", "pggan")
 TASKS = {
-    "train_light_enhance": _light,
+    "train_light_enhance": _light("enhance"),
+    "train_light_attenuate": _light("attenuate"),
     "train_crop": _crop,
     **{f"train_recognizer_{a}": _recognizer(a) for a in ("vgg16", "resnet50", "mobilenetv3", "senet50")},
-    **{f"train_gan_{a}": _gan(a) for a in ("stylegan2", "stylegan1", "pggan")},
+    **{f"train_gan_{a}": _gan(a) for a in GAN_ARCHS},
+    **{f"train_encoder_{a}": _encoder(a) for a in GAN_ARCHS},
+    "train_deid_finetune": _deid_finetune,
 }
+
+
+def _mean_call_s(compiled, args, rounds: int) -> float:
+    jax.block_until_ready(compiled(*args))   # first execution allocates
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.mean(times))
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -47,5 +83,14 @@ def test_train_step(benchmark, preset, name):
     batch = task.batch_fn(0)
     images = int(jax.tree_util.tree_leaves(batch)[0].shape[0])
     compiled, info = compile_and_analyse(task.train_step, state, batch, key)
+    extra = {}
+    if name.startswith("train_gan_"):
+        # The step runs the lazy R1 penalty when step % r1_interval == 0 (a lax.cond in the
+        # same executable): the row times that step, whose FLOPs XLA counts; the common step
+        # (step 1, no R1) is timed beside it for the cycle report.py derives.
+        common = {**state, "step": jnp.ones_like(state["step"])}
+        extra = {"r1_interval": int(config.gan.r1_interval),
+                 "common_step_s": _mean_call_s(compiled, (common, batch, key), bench_rounds(config.bench.rounds))}
+        state = {**state, "step": jnp.zeros_like(state["step"])}
     run_benchmark(benchmark, compiled, (state, batch, key), images=images, info=info, name=name,
-                  preset=preset, rounds=config.bench.rounds, stage="train")
+                  preset=preset, rounds=config.bench.rounds, stage="train", **extra)

@@ -1,6 +1,6 @@
 """Regenerates every table and figure of the paper into results/, then results/README.md.
 
-    python reproduce/all.py --preset smoke    # ~10 min on 2 CPU cores (tiny networks; CI)
+    python reproduce/all.py --preset smoke    # ~25 min on 2 CPU cores (tiny networks; CI)
     python reproduce/all.py --preset small    # the default scale for comparison with the paper
     jaxdeid reproduce --preset small          # the same
 
