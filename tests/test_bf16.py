@@ -11,7 +11,8 @@ judge's cosine similarity by 0.0017 (0.027 with a VGG16 judge added), boxes not 
 The bounds below are 2 uint8 levels (max), 1/2 level (mean) and 0.02 (similarity): a few
 times the measurement, far below what a broken cast would give (a face of noise differs
 by ~0.3); a network silently left in float32 would differ by 0, which the last check
-catches.
+catches. (Those similarity numbers are the bf16 judges'; the reported, deciding similarities
+of bf16 mode come from float32 judges run once after the loop, see the last test.)
 """
 
 import jax
@@ -65,12 +66,21 @@ def test_cast_floating_leaves_integers_alone():
     assert cast["w"].dtype == jnp.bfloat16 and cast["step"].dtype == jnp.int32 and cast["flag"] is True
 
 
-def test_bf16_step_is_close_to_float32(inputs):
+@pytest.fixture(scope="module")
+def steps(inputs):
+    """Both dtypes' steps, compiled once; ``run(dtype, threshold)`` (the threshold is a run-time
+    argument, so every threshold shares the compilation) and their outputs at THRESHOLD."""
     params, frames, key = inputs
-    outputs = {}
-    for dtype in ("float32", "bfloat16"):
-        step = jax.jit(make_private_step(_config(dtype), "ours"))
-        outputs[dtype] = jax.tree_util.tree_map(np.asarray, step(params, frames, key, jnp.float32(THRESHOLD)))
+    jitted = {dtype: jax.jit(make_private_step(_config(dtype), "ours")) for dtype in ("float32", "bfloat16")}
+
+    def run(dtype, threshold):
+        return jax.tree_util.tree_map(np.asarray, jitted[dtype](params, frames, key, jnp.float32(threshold)))
+
+    return {"run": run, "outputs": {dtype: run(dtype, THRESHOLD) for dtype in jitted}}
+
+
+def test_bf16_step_is_close_to_float32(steps):
+    outputs = steps["outputs"]
     (frames32, diag32), (frames16, diag16) = outputs["float32"], outputs["bfloat16"]
     assert frames16.dtype == np.float32 and frames16.shape == frames32.shape
     for name in ("similarities", "private_faces", "latents", "box", "score"):
@@ -84,3 +94,27 @@ def test_bf16_step_is_close_to_float32(inputs):
     assert difference.max() < 2 / 255 and difference.mean() < 0.5 / 255, (difference.max(), difference.mean())
     assert difference.max() > 0             # bf16 really ran
     np.testing.assert_allclose(diag16["similarities"], diag32["similarities"], atol=0.02)
+    # float32: the loop's similarities are the deciding ones (no second judgement).
+    np.testing.assert_array_equal(diag32["loop_similarities"], diag32["similarities"])
+
+
+def test_bf16_success_is_decided_by_float32_judges(steps):
+    """A face the bf16 judges call private but the float32 judges do not is NOT a success.
+
+    bf16 judges drift from float32 ones (module docstring), so a threshold test on them alone
+    would release faces whose float32 similarity is at or a little above the threshold. The
+    step re-judges its final faces in float32; a threshold between the two similarities of
+    one sample makes the loop stop (bf16 says private) and the decision refuse it.
+    """
+    _, diag = steps["outputs"]["bfloat16"]
+    loop, exact = diag["loop_similarities"][:, 0], diag["similarities"][:, 0]
+    assert np.all(np.abs(exact - loop) > 0), (loop, exact)   # the decision really used other (float32) judges
+    lenient = np.flatnonzero(loop < exact)                    # samples where bf16 errs on the unsafe side
+    assert lenient.size, (loop, exact)
+    i = int(lenient[0])
+    threshold = float(0.5 * (loop[i] + exact[i]))
+    _, decided = steps["run"]("bfloat16", threshold)
+    assert decided["loop_similarities"][i, 0] < threshold <= decided["similarities"][i, 0]
+    assert decided["iterations"][i] == 1                      # the loop was done with it ...
+    assert decided["detected"][i] and decided["valid"][i]      # (a found, valid face: only the judges refuse)
+    assert not decided["success"][i] and decided["fallback"][i] and not decided["deidentified"][i]  # ... yet refused

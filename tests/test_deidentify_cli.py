@@ -2,12 +2,17 @@
 
 Random networks (``--allow-untrained``), so the faces mean nothing; what is tested is
 the contract: bad files are reported and skipped, every readable file gets a report,
-fallbacks are flagged by name, no output is byte-identical to its input, no file
-written as private is recognised as its input by the white-box judges, and the exit
-status says "partial" (3).
+nothing from an untrained run is named or flagged as private, output names never
+collide, no output shows its input's pixels unchanged, no face the step counted as
+private is recognised as its input by the white-box judges, stale outputs of earlier
+runs are removed, and the exit status says "partial" (3).
+
+One compiled private step serves every run of the module (`_cached_step`): the
+configs are identical, and compiling it dominates the module's time.
 """
 
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -17,26 +22,15 @@ import pytest
 from PIL import Image
 
 from jaxdeid.cli import main
-from jaxdeid.commands.deidentify import FALLBACK_SUFFIX, letterbox
+from jaxdeid.commands import deidentify
+from jaxdeid.commands.deidentify import UNTRAINED_SUFFIX, exit_status, file_report, letterbox, output_stems
 from jaxdeid.configs import get_config
 from jaxdeid.crop import aligned_crop
 from jaxdeid.data import read_image
+from jaxdeid.data.images import HIDDEN_REASON
 from jaxdeid.data.lowlight import darken_np
 from jaxdeid.data.synthfaces import render_scenes
-
-def _has_encoder() -> bool:
-    try:
-        import jaxdeid.encoder  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# The step composes every network; until the latent encoder package exists it cannot be built.
-needs_encoder = pytest.mark.skipif(not _has_encoder(), reason="jaxdeid.encoder (issue 5) is not available yet")
-
-
-pytestmark = needs_encoder
+from jaxdeid.deid.step import make_jitted_private_step as _ORIGINAL_STEP
 
 JUDGES = "('vgg16',)"
 # Random recognizers map every face to nearly the same direction (cosine ~0.99 between any
@@ -73,7 +67,15 @@ def folder(tmp_path_factory):
     (root / "notes.txt").write_text("not an image either\n")
     good = (root / "rgb.png").read_bytes()
     (root / "corrupt.png").write_bytes(good[: len(good) // 2])
+    # Dotted names: `with_suffix` once mapped both to OUT/2023.01.png.
+    Image.fromarray(low8[2]).save(root / "2023.01.05.png")
+    Image.fromarray(low8[1]).save(root / "2023.01.06.jpg", quality=95)
+    Image.fromarray(low8[0]).save(root / ".hidden.png")   # reported, never silently skipped
     return root
+
+
+GOOD = ("rgb.png", "portrait.jpg", "gray.png", "rgba.png", "sixteen.png", "2023.01.05.png", "2023.01.06.jpg")
+BAD = ("empty.png", "text.jpg", "notes.txt", "corrupt.png", ".hidden.png")
 
 
 def _random_networks(config, method, name, key):
@@ -93,14 +95,32 @@ def _random_networks(config, method, name, key):
     return variables
 
 
+_STEPS = {}
+
+
+def _cached_step(config, method="ours", num_devices=None):
+    """`make_jitted_private_step`, built once per method for the whole module (every run
+    here uses the same SETTINGS and batch size, so one compilation serves them all)."""
+    if method not in _STEPS:
+        _STEPS[method] = _ORIGINAL_STEP(config, method, num_devices)
+    return _STEPS[method]
+
+
+def _patch_networks(patch):
+    from jaxdeid.deid import pipeline, step
+
+    patch.setattr(pipeline, "_init_one", _random_networks)
+    patch.setattr(step, "make_jitted_private_step", _cached_step)
+
+
 @pytest.fixture(scope="module")
 def result(folder, tmp_path_factory):
-    from jaxdeid.deid import load_params, pipeline
+    from jaxdeid.deid import load_params
 
     out = tmp_path_factory.mktemp("private")
     workdir = tmp_path_factory.mktemp("no_checkpoints")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "_init_one", _random_networks)
+        _patch_networks(patch)
         status = main(_cli_args(folder, out, workdir, "--allow-untrained"))
         config = get_config("smoke", SETTINGS)
         config.workdir = str(workdir)
@@ -110,11 +130,14 @@ def result(folder, tmp_path_factory):
 
 
 def test_missing_checkpoints_name_the_training_commands(folder, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text('{"private": 99}')   # an earlier run's
     status = main(_cli_args(folder, tmp_path / "out", tmp_path / "empty_workdir"))
     assert status == 1
     err = capsys.readouterr().err
     assert "jaxdeid train enhance" in err and "jaxdeid train gan --arch stylegan2" in err
     assert "--allow-untrained" in err
+    assert not (tmp_path / "out" / "summary.json").exists()   # a failed run leaves no stale summary
 
 
 def test_nothing_usable_is_a_failure(tmp_path):
@@ -125,43 +148,113 @@ def test_nothing_usable_is_a_failure(tmp_path):
     assert summary["rejected"] == 1 and summary["private"] == 0
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_batch_size_below_one_is_a_usage_error(tmp_path, capsys, value):
+    (tmp_path / "in").mkdir()
+    args = _cli_args(tmp_path / "in", tmp_path / "out", tmp_path / "w")
+    args[args.index("--batch-size") + 1] = value
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_equal_to_in_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(_cli_args(tmp_path / "in", tmp_path / "in" / ".." / "in", tmp_path / "w")) == 2
+    assert "OUT must differ from IN" in capsys.readouterr().err
+
+
+def _reports(out):
+    return {Path(r["input"]).name: r for r in
+            (json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "summary.json")}
+
+
 def test_partial_run_reports_every_file(result, folder):
     status, out, _ = result
     assert status == 3
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rejected"] == 4                       # empty, text, notes.txt, corrupt
-    assert summary["private"] + summary["fallback"] == 5  # rgb, portrait, gray, rgba, 16-bit
-    reports = {Path(r["input"]).name: r for r in
-               (json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "summary.json")}
-    assert set(reports) == {"rgb.png", "portrait.jpg", "gray.png", "rgba.png", "sixteen.png",
-                            "empty.png", "text.jpg", "notes.txt", "corrupt.png"}
-    for name in ("empty.png", "text.jpg", "notes.txt", "corrupt.png"):
+    assert summary["rejected"] == len(BAD)                 # empty, text, notes.txt, corrupt, hidden
+    assert summary["untrained"] == len(GOOD)               # random networks: nothing is private
+    assert summary["private"] == summary["fallback"] == 0
+    reports = _reports(out)
+    assert set(reports) == set(GOOD) | set(BAD)
+    for name in BAD:
         assert reports[name]["status"] == "rejected" and reports[name]["output"] is None
-    for name in ("rgb.png", "portrait.jpg", "gray.png", "rgba.png", "sixteen.png"):
+    assert reports[".hidden.png"]["reason"] == HIDDEN_REASON
+    for name in GOOD:
         report = reports[name]
-        assert report["status"] in ("private", "fallback_face_pixelated", "fallback_frame_pixelated")
+        assert report["step_status"] in ("private", "fallback_face_pixelated", "fallback_frame_pixelated")
         assert 1 <= report["iterations"] <= 2 and len(report["box"]) == 4 and "vgg16" in report["similarities"]
         written = Path(report["output"])
         assert written.exists()
-        assert written.name.endswith(FALLBACK_SUFFIX) == report["fallback"]
-        assert report["fallback"] == (not report["success"])
+        assert report["fallback"] == (not report["step_success"])
         # Same size as the input file (pasted back at the original resolution).
         assert list(read_image(written)[0].shape[:2]) == report["size"]
     assert reports["portrait.jpg"]["size"] == [64, 48]
 
 
-def test_no_output_is_its_input(result, folder):
+def test_untrained_run_writes_nothing_private(result):
+    """--allow-untrained: every output is named *.UNTRAINED_NOT_PRIVATE.png, its status is
+    "untrained" and success False, whatever the step decided; the exit status is 3."""
+    status, out, _ = result
+    assert status == 3
+    for name, report in _reports(out).items():
+        assert report["success"] is False, name
+        if report["status"] != "rejected":
+            assert report["status"] == "untrained" and "untrained" in report["reason"]
+            assert report["untrained_networks"]
+    images = sorted(p.name for p in out.rglob("*.png"))
+    assert len(images) == len(GOOD) and all(n.endswith(UNTRAINED_SUFFIX) for n in images), images
+    # Trained or not, exit 0 needs every file private and nothing else.
+    assert exit_status({"private": 2, "fallback": 0, "untrained": 0, "rejected": 0}) == 0
+    assert exit_status({"private": 0, "fallback": 0, "untrained": 2, "rejected": 0}) == 3
+    assert exit_status({"private": 0, "fallback": 0, "untrained": 0, "rejected": 2}) == 1
+
+
+def test_output_names_keep_dots_and_never_collide(result, folder):
     _, out, _ = result
-    inputs = {p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    outputs = [p for p in out.rglob("*.png")]
-    assert outputs
-    for path in outputs:
-        assert path.read_bytes() not in inputs, path
+    assert (out / f"2023.01.05{UNTRAINED_SUFFIX}").exists() and (out / f"2023.01.06{UNTRAINED_SUFFIX}").exists()
+    assert json.loads((out / "2023.01.05.json").read_text())["input"].endswith("2023.01.05.png")
+    assert json.loads((out / "2023.01.06.json").read_text())["input"].endswith("2023.01.06.jpg")
+    root = Path("/in")
+    names = ["john.smith.jpg", "john.png", "a/b.jpg", "a/b.png", "a/b_jpg.png", "summary.jpg",
+             "x.png", "x.FALLBACK_BLURRED.png", "C.png", "c.jpg"]
+    stems = output_stems([root / n for n in names], root, taken=["summary.json"])
+    assert {n: stems[root / n].as_posix() for n in names} == {
+        "john.smith.jpg": "john.smith", "john.png": "john",          # dots kept: no clash
+        "a/b.jpg": "a/b_jpg_2", "a/b.png": "a/b_png", "a/b_jpg.png": "a/b_jpg",
+        "summary.jpg": "summary_jpg",                                 # never overwrites summary.json
+        "x.png": "x_png", "x.FALLBACK_BLURRED.png": "x_FALLBACK_BLURRED_png",
+        "C.png": "C_png", "c.jpg": "c_jpg"}                           # case-insensitive file systems
+    keys = [str(deidentify.output_file(s, suffix)).casefold() for s in stems.values()
+            for suffix in (*deidentify.IMAGE_SUFFIXES, ".json")]
+    assert len(keys) == len(set(keys))
+    assert output_stems([root / n for n in reversed(names)], root, taken=["summary.json"]) == stems
+
+
+def test_no_output_shows_its_input_unchanged(result):
+    """Decoded pixels, at the input's geometry (the outputs are 8-bit PNGs; inputs are
+    jpg, gray, RGBA, 16-bit): every output differs from its input somewhere."""
+    _, out, _ = result
+    checked = 0
+    for report in _reports(out).values():
+        if report["output"] is None:
+            continue
+        original, _ = read_image(report["input"])
+        written, _ = read_image(report["output"])
+        assert written.shape == original.shape
+        difference = np.abs(np.round(written * 255) - np.round(original * 255))
+        assert difference.max() >= 1, report["input"]
+        checked += 1
+    assert checked == len(GOOD)
 
 
 def test_private_outputs_are_not_recognised(result):
-    """Re-embed each file written as private and its input with the judges (same random
-    weights as the run): every similarity must be below the threshold."""
+    """Re-embed each face the step counted as private (written as untrained here) and its
+    input with the judges (same random weights as the run): every similarity must be
+    below the threshold."""
     from jaxdeid.recognizers.model import make_recognizer
 
     _, out, judges = result
@@ -170,7 +263,7 @@ def test_private_outputs_are_not_recognised(result):
     checked = 0
     for report_path in out.rglob("*.json"):
         report = json.loads(report_path.read_text())
-        if report.get("status") != "private":
+        if report.get("step_status") != "private":
             continue
         original, _ = read_image(report["input"])
         private, _ = read_image(report["output"])
@@ -187,6 +280,94 @@ def test_private_outputs_are_not_recognised(result):
             similarity = float(jnp.sum(embeddings[0] * embeddings[1]))
             assert similarity < config.recognizer.threshold, (report["input"], arch, similarity)
         checked += 1
+    assert checked >= 1, "no face came out private: the recognition check would be empty"
+
+
+def test_rerun_rejection_removes_earlier_outputs(result, tmp_path):
+    """IN/rgb.png is corrupt on a rerun into the same OUT (which lies inside IN): its
+    earlier image output goes, its report says rejected, OUT's files are not read.
+    b.jpg, alone before, now clashes with b.png: both are renamed, and what an earlier
+    run wrote at the shared name b.* goes too."""
+    _, out, _ = result
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("rgb.png", "b.png", "b.jpg"):
+        (photos / name).write_bytes(b"\x89PNG garbage")
+    shutil.copytree(out, photos / "private")
+    shutil.copy(out / f"rgb{UNTRAINED_SUFFIX}", photos / "private" / "b.png")   # "private" from a past run
+    (photos / "private" / "b.json").write_text('{"status": "private"}')
+    assert list((photos / "private").glob("rgb.*.png"))
+    status = main(_cli_args(photos, photos / "private", tmp_path / "w", "--allow-untrained"))
+    assert status == 1                                   # nothing usable; the copied outputs are not inputs
+    assert not list((photos / "private").glob("rgb.*.png"))
+    assert json.loads((photos / "private" / "rgb.json").read_text())["status"] == "rejected"
+    assert not (photos / "private" / "b.png").exists() and not (photos / "private" / "b.json").exists()
+    for name in ("b_png.json", "b_jpg.json"):
+        assert json.loads((photos / "private" / name).read_text())["status"] == "rejected"
+    summary = json.loads((photos / "private" / "summary.json").read_text())
+    assert summary["rejected"] == 3 and summary["files"] == 3
+
+
+def test_in_inside_out_and_unwritable_output(result, folder, tmp_path, monkeypatch):
+    """IN inside OUT is processed (not all excluded); an output that would land on an input
+    file is renamed; a file whose output cannot be written is rejected and the run goes
+    on; a stale fallback from an earlier run is removed."""
+    out = tmp_path / "out"
+    (out / "photos" / "photos").mkdir(parents=True)
+    shutil.copy(folder / "rgb.png", out / "photos" / "a.png")
+    shutil.copy(folder / "gray.png", out / "photos" / "photos" / "a.png")   # natural output: out/photos/a.png
+    shutil.copy(folder / "portrait.jpg", out / "photos" / "blocked.jpg")
+    (out / f"blocked{UNTRAINED_SUFFIX}").mkdir()                            # cannot be written
+    (out / "a.FALLBACK_BLURRED.png").write_bytes(b"stale")
+    inputs = {p: p.read_bytes() for p in (out / "photos").rglob("*") if p.is_file()}
+    _patch_networks(monkeypatch)
+    status = main(_cli_args(out / "photos", out, tmp_path / "w", "--allow-untrained"))
+    assert status == 3
+    assert {p: p.read_bytes() for p in inputs} == inputs                     # no input overwritten
+    reports = {Path(r["input"]).relative_to(out / "photos").as_posix(): r for r in
+               (json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "summary.json")}
+    assert reports["a.png"]["status"] == "untrained" and reports["a.png"]["output"] == str(out / f"a{UNTRAINED_SUFFIX}")
+    assert reports["photos/a.png"]["output"] == str(out / "photos" / f"a_png{UNTRAINED_SUFFIX}")
+    assert reports["blocked.jpg"]["status"] == "rejected" and "cannot write" in reports["blocked.jpg"]["reason"]
+    assert not (out / "a.FALLBACK_BLURRED.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert checked == summary["private"]
-    assert checked >= 1, "no file came out private: the recognition check would be empty"
+    assert (summary["untrained"], summary["rejected"]) == (2, 1)
+
+
+def test_report_survives_non_finite_values(tmp_path):
+    """A NaN score, similarity or box (a broken network) becomes null: the report can
+    always be written with allow_nan=False, after the image was."""
+    config = get_config("smoke", SETTINGS)
+    nan = np.float32("nan")
+    diag = {"success": [False], "detected": [True], "valid": [False], "deidentified": [False],
+            "iterations": np.array([2]), "similarities": np.array([[nan]]), "score": np.array([nan]),
+            "box": np.array([[nan, 0.1, 0.5, 0.5]], np.float32)}
+    report = file_report(tmp_path / "a.png", tmp_path / "a.FALLBACK_BLURRED.png", diag, 0, config=config,
+                         method="ours", judges=["vgg16"], geometry=(0, 0, 64, 64), side=64, size=(64, 64),
+                         notes=[], untrained=[])
+    text = json.dumps(report, allow_nan=False)
+    assert report["score"] is None and report["box"] is None and report["similarities"] == {"vgg16": None}
+    assert report["status"] == "fallback_face_pixelated" and "not valid" in report["reason"] and text
+
+
+def test_enhance_shares_the_naming_and_the_walker(tmp_path, monkeypatch, capsys):
+    """`jaxdeid enhance` (an identity network stands in for the trained enhancer: only
+    the file handling is tested): dotted names keep their dots, clashing names are
+    renamed, hidden images are reported, OUT inside IN is not read, OUT == IN is usage."""
+    import jaxdeid.light
+
+    class Identity:
+        def apply(self, variables, image):
+            return image
+
+    monkeypatch.setattr(jaxdeid.light, "load_trained", lambda config, name: (Identity(), {}))
+    src = tmp_path / "in"
+    (src / "out").mkdir(parents=True)
+    pixels = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    for name in ("john.smith.png", "john.png", "b.jpg", "b.png", ".hidden.png", "out/old.png"):
+        Image.fromarray(pixels).save(src / name)
+    assert main(["enhance", str(src), str(src / "out")]) == 3
+    assert f"{src / '.hidden.png'}: {HIDDEN_REASON}" in capsys.readouterr().err
+    assert sorted(p.relative_to(src / "out").as_posix() for p in (src / "out").rglob("*.png")) == [
+        "b_jpg.png", "b_png.png", "john.png", "john.smith.png", "old.png"]
+    assert main(["enhance", str(src), str(src)]) == 2

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdeid.data.images import MIN_SIDE, ImageError, read_image, scan_folder, write_image
+from jaxdeid.data.images import (HIDDEN_REASON, MIN_SIDE, ImageError, check_header, list_files, read_image,
+                                 scan_folder, write_image)
 
 
 def _rgb(h=40, w=48, seed=0):
@@ -179,6 +180,41 @@ def test_scan_folder_goes_on_after_bad_files(tmp_path):
     assert set(reasons) == {"empty.png", "readme.txt"} and "empty" in reasons["empty.png"]
 
 
+def test_float_rgb_tiff_header_matches_reader(tmp_path):
+    """The fast header check (what `deidentify` scans with) accepts what `read_image` reads:
+    Pillow cannot open a float32 RGB TIFF, tifffile can."""
+    tifffile = pytest.importorskip("tifffile")
+    values = np.random.default_rng(7).random((20, 24, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "float.tif", values)
+    assert read_image(tmp_path / "float.tif")[0].shape == (20, 24, 3)
+    assert check_header(tmp_path / "float.tif") == (20, 24)
+    assert scan_folder(tmp_path, deep=False) == ([tmp_path / "float.tif"], [])
+    tifffile.imwrite(tmp_path / "huge.tif", values)
+    with pytest.raises(ImageError, match="absurd size"):
+        check_header(tmp_path / "huge.tif", max_pixels=100)
+    (tmp_path / "fake.tif").write_text("not a tiff")
+    with pytest.raises(ImageError, match="not an image file"):
+        check_header(tmp_path / "fake.tif")
+
+
+def test_hidden_image_files_are_reported_not_skipped(tmp_path):
+    Image.fromarray(_rgb()).save(tmp_path / "visible.png")
+    Image.fromarray(_rgb()).save(tmp_path / ".hidden.png")
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")   # system metadata: ignored
+    good, bad = scan_folder(tmp_path)
+    assert good == [tmp_path / "visible.png"]
+    assert bad == [(tmp_path / ".hidden.png", HIDDEN_REASON)]
+
+
+def test_list_files_excludes_the_output_folder(tmp_path):
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    Image.fromarray(_rgb()).save(tmp_path / "out" / "a.png")
+    assert list_files(tmp_path) == ([tmp_path / "a.png", tmp_path / "out" / "a.png"], [])
+    assert list_files(tmp_path, exclude=tmp_path / "out") == ([tmp_path / "a.png"], [])
+    assert list_files(tmp_path / "a.png") == ([tmp_path / "a.png"], [])
+
+
 def test_scan_empty_folder(tmp_path):
     assert scan_folder(tmp_path) == ([], [])
     with pytest.raises(FileNotFoundError):
@@ -210,6 +246,10 @@ def test_data_check_command_exit_codes(tmp_path, capsys):
     (good / "broken.jpg").write_text("not a picture")
     assert main(["data", "check", str(good)]) == 3
     assert f"BAD  {good / 'broken.jpg'}: " in capsys.readouterr().out
+
+    Image.fromarray(_rgb()).save(good / ".hidden.jpg")   # one walker: reported like scan_folder does
+    assert main(["data", "check", str(good)]) == 3
+    assert f"BAD  {good / '.hidden.jpg'}: {HIDDEN_REASON}" in capsys.readouterr().out
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -4,8 +4,13 @@
 
 Every image file under IN (sub-folders included) is read safely
 (`jaxdeid.data.read_image`), enhanced at its own size and written to OUT as a PNG
-with the same relative path. A file that cannot be read is reported on stderr, one
-line each, and the run goes on; the exit status is then 3 (partial). It is 1 when no
+with the same relative path, the last suffix replaced (``a/john.smith.jpg`` ->
+``a/john.smith.png``; two inputs that would share a name, e.g. ``b.jpg`` and ``b.png``,
+keep their whole name: ``b_jpg.png``, ``b_png.png``). Files are found by the walker
+every command shares (`jaxdeid.data.images.list_files`): hidden image files are
+reported, and OUT's files are never read when OUT lies inside IN. A file that cannot
+be read (or written) is reported on stderr, one line each, and the run goes on; the
+exit status is then 3 (partial). OUT equal to IN is a usage error (2). It is 1 when no
 image at all could be enhanced, and 1 with a message naming the training command
 when no trained enhancer exists.
 """
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_config_flags, config_from_args
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
 
 
 def register(subparsers):
@@ -26,14 +31,6 @@ def register(subparsers):
     p.add_argument("output", metavar="OUT", help="folder for the enhanced PNGs (created if missing)")
     add_config_flags(p)
     p.set_defaults(func=_run)
-
-
-def _inputs(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -49,17 +46,31 @@ def _run(args) -> int:
     import jax
 
     from ..data import ImageError, read_image, write_image
+    from ..data.images import list_files
     from ..light import load_trained
     from ..progress import progress
+    from .deidentify import output_file, output_stems
 
     config = config_from_args(args)
     root, out = Path(args.input), Path(args.output)
-    files = _inputs(root)
+    in_resolved, out_resolved = root.resolve(), out.resolve()
+    if in_resolved == out_resolved:
+        print(f"jaxdeid enhance: error: OUT must differ from IN ({root}): the outputs would overwrite "
+              f"the inputs", file=sys.stderr)
+        return EXIT_USAGE
+    exclude = out if root.is_dir() and in_resolved in out_resolved.parents else None   # OUT inside IN
+    files, skipped = list_files(root, exclude=exclude)
+    # IN inside OUT: an output must never land on an input file (links not followed).
+    inputs_absolute = [in_resolved / p.relative_to(root) if root.is_dir() else in_resolved for p in files]
+    stems = output_stems(files, root, taken=[p.relative_to(out_resolved) for p in inputs_absolute
+                                             if out_resolved in p.parents])
     model, variables = load_trained(config, "enhance")  # FileNotFoundError names `jaxdeid train enhance`
     enhance = jax.jit(lambda image: model.apply(variables, image[None])[0])
     multiple = 2 ** int(config.light.adjust_depth)
 
-    written, rejected = 0, 0
+    written, rejected = 0, len(skipped)
+    for path, reason in skipped:
+        print(f"jaxdeid enhance: rejected {path}: {reason}", file=sys.stderr)
     for path in progress(files, desc="enhance"):
         try:
             image, _notes = read_image(path, max_pixels=int(config.data.max_image_pixels))
@@ -69,8 +80,13 @@ def _run(args) -> int:
             continue
         padded, (height, width) = pad_to_multiple(image, multiple)
         result = np.asarray(enhance(padded))[:height, :width]
-        relative = path.relative_to(root) if root.is_dir() else Path(path.name)
-        write_image(out / relative.with_suffix(".png"), result)
+        try:
+            write_image(output_file(out / stems[path], ".png"), result)
+        except (OSError, ValueError) as err:   # one file's write failure (or non-finite output) is reported
+            print(f"jaxdeid enhance: rejected {path}: cannot write its output ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+            rejected += 1
+            continue
         written += 1
 
     print(f"jaxdeid enhance: wrote {written} image(s) to {out}; rejected {rejected}")

@@ -26,6 +26,11 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.fallback_cells = 4          # fail-closed: a failed face is pixelated to this many cells a side
     c.fallback_margin = 0.35      # ... over a square grown by this fraction per side (hair, ears, box error)
     c.fallback_frame_cells = 8    # no face found: the whole frame is pixelated to this many cells a side
+    # A second face: a detector heat-map cell outside the first face's aligned square scoring at
+    # least max(this, crop.score_threshold) makes the frame a whole-frame fallback (flag
+    # multiple_faces; the step replaces one face per frame). The floor matters where
+    # crop.score_threshold is forced to 0 (benchmarks, tests): there every cell would count.
+    c.second_face_threshold = 0.5
     c.chi = (1.0, 0.5, 0.3, 0.1)  # eq. (8): L_D, L_s, L_A, L_C weights
     c.la_margin = 0.1             # L_A hinge margin below recognizer.threshold (losses.py)
     c.finetune_sigma = 0.5        # latent noise scale used to make private faces while fine-tuning G

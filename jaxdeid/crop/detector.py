@@ -11,8 +11,10 @@ encoder with a feature-pyramid style decoder predicts, at output stride 4,
   * the box height/width at each cell (L1 at the true centre cell, their eq. 3);
   * the sub-cell offset of the centre (L1, their eq. 2).
 
-A scene holds one face, so decoding takes the heatmap's global maximum (no NMS):
-its sigmoid value is the face score and the size/offset at that cell give the box.
+A training scene holds one face, so decoding takes the heatmap's global maximum (no
+NMS): its sigmoid value is the face score and the size/offset at that cell give the box.
+Real frames may hold more, so ``decode`` can also report the best score outside that
+face's square, which the private step uses to refuse frames with a second face.
 Everything — forward pass, decoding and the crop — runs inside jit.
 """
 
@@ -102,8 +104,18 @@ class FaceDetector(nn.Module):
         }
 
 
-def decode(outputs: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Heads -> (boxes ``[B, 4]`` normalised (y0, x0, y1, x1) clipped to [0, 1], scores ``[B]``)."""
+def decode(outputs: dict[str, jax.Array], exclusion_margin: float | None = None) -> tuple[jax.Array, ...]:
+    """Heads -> (boxes ``[B, 4]`` normalised (y0, x0, y1, x1) clipped to [0, 1], scores ``[B]``).
+
+    The box is the heat map's global maximum (one face per scene, no NMS). With
+    ``exclusion_margin`` set, also returns ``second_scores [B]``: the best face score of
+    any cell whose centre lies OUTSIDE the square of side ``(1 + 2 margin) * max(h, w)``
+    around that box (`ops.square_boxes`, the region the private step replaces), 0 where
+    no cell is outside. A confident second score means a second face that a one-face
+    pipeline would leave untouched; the caller decides what to do (`jaxdeid.deid.step`
+    pixelates the whole frame). No local-maximum test: any confident cell counts, so a
+    second face is flagged even where its heat map merges with the first face's slope.
+    """
     logits = outputs["heatmap_logits"][..., 0]
     batch, grid_h, grid_w = logits.shape
     flat = logits.reshape(batch, -1)
@@ -117,7 +129,21 @@ def decode(outputs: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     half_h = 0.5 * jnp.abs(size[:, 0]) / grid_h
     half_w = 0.5 * jnp.abs(size[:, 1]) / grid_w
     boxes = jnp.stack([centre_y - half_h, centre_x - half_w, centre_y + half_h, centre_x + half_w], axis=-1)
-    return jnp.clip(boxes, 0.0, 1.0), score
+    boxes = jnp.clip(boxes, 0.0, 1.0)
+    if exclusion_margin is None:
+        return boxes, score
+    # The grid has the frame's aspect (one stride for both axes), so a square in cells is
+    # the same square in pixels as `square_boxes` on the frame.
+    square = ops.square_boxes(boxes, (grid_h, grid_w), float(exclusion_margin))
+    cell_y = (jnp.arange(grid_h) + 0.5) / grid_h
+    cell_x = (jnp.arange(grid_w) + 0.5) / grid_w
+    inside_y = (cell_y[None, :] >= square[:, 0:1]) & (cell_y[None, :] <= square[:, 2:3])   # [B, H]
+    inside_x = (cell_x[None, :] >= square[:, 1:2]) & (cell_x[None, :] <= square[:, 3:4])   # [B, W]
+    inside = (inside_y[:, :, None] & inside_x[:, None, :]).reshape(batch, -1)
+    # The peak cell itself never counts as a second face, even for a degenerate box.
+    inside = inside | (jnp.arange(grid_h * grid_w)[None, :] == peak[:, None])
+    second = jax.nn.sigmoid(jnp.max(jnp.where(inside, -jnp.inf, flat), axis=-1))
+    return boxes, score, second
 
 
 def centre_targets(boxes: jax.Array, grid_hw: tuple[int, int]) -> dict[str, jax.Array]:

@@ -4,6 +4,8 @@ Exit status (the CLI's shared codes): 0 every file is a usable image, 3 (partial
 some files were rejected but others are usable, 1 nothing usable (no files, or
 all rejected). Each rejected file gets one line naming it and the reason; each
 converted file (grayscale, RGBA, 16-bit, ...) lists the conversions applied.
+Files are found by `list_files`, the walker `scan_folder`, ``deidentify`` and
+``enhance`` share: hidden image files (``.x.jpg``) are reported as rejected.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .images import ImageError, is_image_candidate, read_image
-
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from .images import ImageError, is_image_candidate, list_files, not_an_image_reason, read_image
 
 
 def check_folder(folder, *, max_pixels: int, out=sys.stdout, bad_only: bool = False) -> int:
@@ -21,15 +22,14 @@ def check_folder(folder, *, max_pixels: int, out=sys.stdout, bad_only: bool = Fa
     from ..progress import progress
 
     root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder")
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    good = bad = converted = 0
+    files, skipped = list_files(root)   # the walker `scan_folder` and the commands share
+    for path, reason in skipped:        # hidden image files: reported, not silently dropped
+        print(f"BAD  {path}: {reason}", file=out)
+    good, bad, converted = 0, len(skipped), 0
     for path in progress(files, desc=f"checking {root}"):
         if not is_image_candidate(path):
             bad += 1
-            print(f"BAD  {path}: not an image file (extension {path.suffix or 'none'!r})", file=out)
+            print(f"BAD  {path}: {not_an_image_reason(path)}", file=out)
             continue
         try:
             image, notes = read_image(path, max_pixels=max_pixels)
@@ -43,9 +43,10 @@ def check_folder(folder, *, max_pixels: int, out=sys.stdout, bad_only: bool = Fa
             height, width = image.shape[:2]
             detail = f" ({'; '.join(notes)})" if notes else ""
             print(f"ok   {path}: {width}x{height}{detail}", file=out)
-    if not files:
+    total = len(files) + len(skipped)
+    if not total:
         print(f"{root}: no files found, so no image to use", file=out)
-    print(f"{good} usable ({converted} converted), {bad} rejected, of {len(files)} files under {root}", file=out)
+    print(f"{good} usable ({converted} converted), {bad} rejected, of {total} files under {root}", file=out)
     if good == 0:
         return EXIT_FAILED
     return EXIT_PARTIAL if bad else EXIT_OK

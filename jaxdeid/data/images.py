@@ -144,10 +144,9 @@ def _read_tiff(path: Path, max_pixels: int, notes: list[str]) -> np.ndarray | No
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
-            shape = page.shape
-            if len(shape) >= 2:
-                height, width = (shape[0], shape[1]) if page.axes[:2] == "YX" else (page.imagelength, page.imagewidth)
-                _check_size(path, int(height), int(width), max_pixels)
+            if len(page.shape) >= 2:
+                height, width = _tiff_page_size(page)
+                _check_size(path, height, width, max_pixels)
             array = page.asarray()
             if len(tif.pages) > 1:
                 notes.append(f"multi-page TIFF: first of {len(tif.pages)} pages used")
@@ -275,30 +274,72 @@ def is_image_candidate(path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+# Why a hidden file with an image extension is not processed. Hidden files are mostly
+# editor/OS by-products (macOS ``._photo.jpg`` resource forks, our own ``.x.png.tmp``
+# temporaries); they are reported, never skipped silently, since one may hold a face.
+HIDDEN_REASON = "hidden file skipped (its name starts with '.'); rename it to process it"
+
+
+def list_files(root, *, exclude=None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The one folder walker of every command (`scan_folder`, ``data check``, ``enhance``).
+
+    Returns ``(candidates, skipped)``: the sorted files under `root` (sub-folders
+    included) to read, and ``(path, reason)`` for each file left out with a reason that
+    must be reported: hidden files (name starting with ``.``) whose extension is an
+    image's. Hidden non-image files (``.DS_Store``, ``.gitignore``) are system metadata
+    and are ignored. Files whose extension is not an image's are candidates here; the
+    caller's reader rejects them with its own reason. `root` may be one file. Files
+    under `exclude` (a folder, e.g. the command's own output folder inside `root`) are
+    left out entirely. A missing `root` raises FileNotFoundError.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if root.is_file():
+        return [root], []
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    candidates: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if excluded is not None and excluded in path.resolve().parents:
+            continue
+        if path.name.startswith("."):
+            if is_image_candidate(path):
+                skipped.append((path, HIDDEN_REASON))
+            continue
+        candidates.append(path)
+    return candidates, skipped
+
+
+def not_an_image_reason(path) -> str:
+    """The rejection reason for a file whose extension is not an image's."""
+    return f"not an image file (extension {Path(path).suffix or 'none'!r})"
+
+
 def scan_folder(root, *, max_pixels: int = DEFAULT_MAX_PIXELS, deep: bool = True,
-                progress_desc: str | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+                progress_desc: str | None = None, exclude=None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Checks every file under `root`, going on after bad ones.
 
     Returns ``(good, bad)``: the sorted paths that read cleanly (possibly with
     conversion notes), and ``(path, reason)`` for each rejected file, including
-    files whose extension is not an image's. With ``deep=False`` only the header is
-    read (size, format), which is fast but misses truncated pixel data.
+    files whose extension is not an image's and hidden image files (see
+    `list_files`, the walker used; `exclude` is passed on to it). With
+    ``deep=False`` only the header is read (size, format), which is fast but misses
+    truncated pixel data.
     A missing folder raises FileNotFoundError; a folder with no usable image at all
     is not an exception here: `good` is simply empty and the caller decides.
     """
     from ..progress import progress
 
     root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such folder")
-    if not root.is_dir():
+    if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files, skipped = list_files(root, exclude=exclude)
     good: list[Path] = []
-    bad: list[tuple[Path, str]] = []
+    bad: list[tuple[Path, str]] = list(skipped)
     for path in progress(files, desc=progress_desc or f"checking {root}"):
         if not is_image_candidate(path):
-            bad.append((path, f"not an image file (extension {path.suffix or 'none'!r})"))
+            bad.append((path, not_an_image_reason(path)))
             continue
         try:
             if deep:
@@ -308,6 +349,7 @@ def scan_folder(root, *, max_pixels: int = DEFAULT_MAX_PIXELS, deep: bool = True
             good.append(path)
         except ImageError as err:
             bad.append((path, err.reason))
+    bad.sort(key=lambda item: item[0])
     return good, bad
 
 
@@ -329,10 +371,38 @@ def check_header(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, in
             raise ImageError(path, f"unsupported array shape {array.shape}")
         height, width = int(array.shape[0]), int(array.shape[1])
     else:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except Exception as err:  # noqa: BLE001
-            raise ImageError(path, f"not an image file Pillow can identify ({type(err).__name__})") from None
+        # TIFFs as `read_image` reads them (tifffile first: Pillow cannot open e.g.
+        # float32 RGB TIFFs), so the header check never rejects a file the reader takes.
+        shape = _tiff_header(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        if shape is not None:
+            height, width = shape
+        else:
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except Exception as err:  # noqa: BLE001
+                raise ImageError(path, f"not an image file Pillow can identify ({type(err).__name__})") from None
     _check_size(path, height, width, max_pixels)
     return height, width
+
+
+def _tiff_page_size(page) -> tuple[int, int]:
+    """(height, width) of a tifffile page, whatever its axes order."""
+    shape = page.shape
+    if len(shape) >= 2 and page.axes[:2] == "YX":
+        return int(shape[0]), int(shape[1])
+    return int(page.imagelength), int(page.imagewidth)
+
+
+def _tiff_header(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a TIFF's first page read with tifffile (no pixel decoding);
+    None when tifffile is missing or cannot parse it (then Pillow decides)."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _tiff_page_size(tif.pages[0])
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile understands: let Pillow report
+        return None

@@ -25,13 +25,23 @@ similarity per judge is the larger of the two).
 
 FAIL CLOSED. The step never returns an original face as if it were private. A sample
 is a *success* when (SPEC §4.4) the face was detected (score >= crop.score_threshold and
-a box at least ``deid.min_face_pixels`` a side),
+a box at least ``deid.min_face_pixels`` a side) and is the only face (no heat-map cell
+outside its aligned square scores >= the second-face threshold, see below),
 the output face is valid (finite, mean luminance >= ½ of the input face's) and every
 judge rejects it within ``config.deid.max_iters`` iterations. Every other sample gets a
 *fallback* frame instead, flagged ``fallback=True`` in the diagnostics:
   * face detected but not a success: the face square, grown by ``deid.fallback_margin``
     per side, is replaced by the input pixelated to ``deid.fallback_cells`` cells a side;
   * no face found: the whole frame is pixelated to ``deid.fallback_frame_cells`` cells.
+  * a second face: the whole frame too, flagged ``multiple_faces=True`` (and
+    ``detected=False``: "detected" means "one face the step can make private"). The step
+    replaces one face per frame, so a frame with two would be released with the second
+    face untouched. The second face is the detector's best score outside the first
+    face's aligned square (`crop_ops.decode` with ``exclusion_margin=crop.align_margin``,
+    the square a success replaces); it counts from ``max(deid.second_face_threshold,
+    crop.score_threshold)`` on. The floor ``deid.second_face_threshold`` (0.5) keeps
+    ``crop.score_threshold=0`` (benchmarks, tests: "every peak is a face") from turning
+    every frame into a multiple-face fallback.
 
 ``make_staged_pipeline(config, method)`` is the same computation with every network
 jitted on its own, numpy arrays passed between stages on the host, and the noise
@@ -41,7 +51,12 @@ differ by floating-point reassociation.
 
 ``config.deid.compute_dtype="bfloat16"`` runs every network call in bf16 (variables and
 inputs cast at the call, outputs cast back to float32; `cast_floating`); the loop's
-bookkeeping stays float32 either way.
+bookkeeping stays float32 either way. bf16 judges drift from float32 ones (up to ~0.03
+in cosine similarity, tests/test_bf16.py), so in bf16 mode the loop's stopping test uses
+the bf16 judges but the privacy DECISION does not: after the loop every judge is run
+once more in float32 (original and final faces, same views) and ``success`` needs those
+float32 similarities below the threshold. ``similarities`` in the diagnostics are the
+deciding ones; ``loop_similarities`` are what the loop stopped on (equal in float32).
 
 ``params`` is a pytree holding every network's variables (see `jaxdeid.deid.pipeline`):
 ``{"detector", "encoder", "generator", "judges": {arch: ...}}`` plus ``"enhance"`` and
@@ -97,7 +112,10 @@ def cast_floating(tree, dtype):
     their parameters, so casting BOTH to bf16 at the network call makes every conv and
     matmul a bf16 one without touching the model code. Everything outside the network
     calls (cosine similarities, threshold tests, latent-noise accumulation, luminance,
-    paste-back) stays float32, where bf16's 8-bit mantissa would change decisions.
+    paste-back) is float32 arithmetic. That alone does not make decisions float32: a
+    similarity computed from bf16 judge embeddings drifts by up to ~0.03 from the float32
+    one, which is why the private step re-judges its final faces with float32 judges
+    before deciding success (module docstring).
     """
     dtype = jnp.dtype(dtype)
 
@@ -172,17 +190,21 @@ class Stages(NamedTuple):
 
     networks: Networks
     enhance: Callable          # (params, frames) -> frames fed to the detector / encoder
-    detect: Callable           # (params, frames) -> boxes [B,4], scores [B]
-    found: Callable            # (boxes, scores) -> [B] bool: a usable face was detected
+    detect: Callable           # (params, frames) -> boxes [B,4], scores [B], second_scores [B]
+    found: Callable            # (boxes, scores, second_scores) -> [B] bool: one usable face, no second one
+    multiple_faces: Callable   # (second_scores) -> [B] bool: a second confident face outside the first's square
     crop_faces: Callable       # (frames_in, x_low, boxes) -> (original faces, low-light input faces)
     encode: Callable           # (params, faces) -> latents [B, num_ws, latent_dim]
     embed: Callable            # (params, arch, faces) -> unit embeddings [B, E]
+    embed_float32: Callable    # the same with the judge in float32 (bf16 mode's final decision)
     perturb: Callable          # (w, key, k, active) -> w with noise on the active samples
     synthesize: Callable       # (params, w) -> faces in [0, 1]
     attenuate: Callable        # (params, faces, level) -> released faces
     similarities: Callable     # (embeddings [J,B,E], references [J,B,E]) -> [B, J]
-    finish: Callable           # (x_low, boxes, scores, private faces, input faces, deidentified) -> frames, flags
+    finish: Callable           # (x_low, boxes, scores, second_scores, private faces, input faces, deidentified)
+                               #   -> frames, flags
     cast_params: Callable      # (params) -> params in the compute dtype (identity for float32)
+    rejudge_float32: bool      # bf16 mode: decide success on float32 judges after the loop
     threshold: float
     max_iters: int
     judge_both_views: bool
@@ -199,6 +221,9 @@ def make_stages(config, method: str) -> Stages:
     min_frame_side = float(config.data.scene_resolution)
     dc = config.deid
     min_face_pixels = float(dc.min_face_pixels)
+    # Never below the detection threshold (a peak the detector would not call a face is not
+    # a second face either), never below the config floor (module docstring).
+    second_face_threshold = max(float(dc.second_face_threshold), score_threshold)
     if dc.noise not in ("additive", "multiplicative"):
         raise ValueError(f"config.deid.noise must be 'additive' or 'multiplicative', not {dc.noise!r}")
     if dc.judge_views not in ("both", "output"):
@@ -228,15 +253,21 @@ def make_stages(config, method: str) -> Stages:
         return jnp.clip(run_network(nets.enhance.apply, params["enhance"], frames), 0.0, 1.0)
 
     def detect(params, frames):
-        # = crop_ops.detect, with the network in the compute dtype and the box decoding in float32.
-        return crop_ops.decode(run_network(nets.detector.apply, params["detector"], frames, train=False))
+        # = crop_ops.detect, with the network in the compute dtype and the box decoding in float32,
+        # plus the best score outside the square a success replaces (the aligned crop's).
+        heads = run_network(nets.detector.apply, params["detector"], frames, train=False)
+        return crop_ops.decode(heads, exclusion_margin=align_margin)
 
-    def found(boxes, scores):
+    def multiple_faces(second_scores):
+        return second_scores >= second_face_threshold
+
+    def found(boxes, scores, second_scores):
         # A face counts when the detector is confident AND its box is not degenerate: a box a
         # few pixels wide cannot be the face, and pasting/pixelating it would leave the real
-        # face untouched, so such frames take the whole-frame fallback (fail closed).
+        # face untouched, so such frames take the whole-frame fallback (fail closed). So do
+        # frames with a second face: only one face per frame is made private.
         side_px = jnp.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * min_frame_side
-        return (scores >= score_threshold) & (side_px >= min_face_pixels)
+        return (scores >= score_threshold) & (side_px >= min_face_pixels) & ~multiple_faces(second_scores)
 
     def crop_faces(frames_in, x_low, boxes):
         original = crop_ops.aligned_crop(frames_in, boxes, resolution, align_margin)
@@ -253,6 +284,10 @@ def make_stages(config, method: str) -> Stages:
             # whatever rounding the network's last layers saw.
             embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
         return embeddings
+
+    def embed_float32(params, arch, faces):
+        # `params` must be the float32 variables (not `cast_params`' output).
+        return modules[arch].apply(params["judges"][arch], faces, train=False)
 
     def perturb(w, key, k, active):
         # SPEC §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
@@ -279,8 +314,9 @@ def make_stages(config, method: str) -> Stages:
         # Unit-norm embeddings: the cosine similarity is the dot product (SPEC §4.1).
         return jnp.sum(embeddings * references, axis=-1).T
 
-    def finish(x_low, boxes, scores, private_faces, input_faces, deidentified):
-        detected = found(boxes, scores)
+    def finish(x_low, boxes, scores, second_scores, private_faces, input_faces, deidentified):
+        multiple = multiple_faces(second_scores)
+        detected = found(boxes, scores, second_scores)   # False with a second face: whole-frame fallback
         finite = jnp.all(jnp.isfinite(private_faces), axis=(1, 2, 3))
         safe_faces = jnp.where(finite[:, None, None, None], private_faces, 0.0)
         bright_enough = mean_luminance(safe_faces) >= dc.valid_luminance_ratio * mean_luminance(input_faces)
@@ -296,14 +332,15 @@ def make_stages(config, method: str) -> Stages:
         frame_fallback = pixelate(x_low, int(dc.fallback_frame_cells))
         fallback_frames = jnp.where(detected[:, None, None, None], face_fallback, frame_fallback)
         frames = jnp.where(success[:, None, None, None], private_frames, fallback_frames)
-        flags = {"detected": detected, "valid": valid, "deidentified": deidentified & detected,
-                 "success": success, "fallback": ~success}
+        flags = {"detected": detected, "multiple_faces": multiple, "valid": valid,
+                 "deidentified": deidentified & detected, "success": success, "fallback": ~success}
         return frames, flags
 
-    return Stages(networks=nets, enhance=enhance, detect=detect, found=found, crop_faces=crop_faces, encode=encode,
-                  embed=embed, perturb=perturb, synthesize=synthesize, attenuate=attenuate,
+    return Stages(networks=nets, enhance=enhance, detect=detect, found=found, multiple_faces=multiple_faces,
+                  crop_faces=crop_faces, encode=encode, embed=embed, embed_float32=embed_float32,
+                  perturb=perturb, synthesize=synthesize, attenuate=attenuate,
                   similarities=similarities, finish=finish,
-                  cast_params=to_compute_dtype,
+                  cast_params=to_compute_dtype, rejudge_float32=reduced_precision,
                   threshold=float(config.recognizer.threshold),
                   max_iters=int(dc.max_iters), judge_both_views=(dc.judge_views == "both" and light))
 
@@ -338,8 +375,11 @@ def make_private_step(config, method: str = "ours") -> Callable:
     Returns:
       private_frames [B, S, S, 3]: private frames, or flagged fallbacks (module docstring);
       diagnostics: dict of per-sample arrays — iterations [B] int32, similarities [B, J]
-      (judges in config.recognizer.judges order; NaN where no face was found), box [B, 4],
-      score [B], detected / valid / deidentified / success / fallback [B] bool, the faces
+      (judges in config.recognizer.judges order; NaN where the loop did not run: no face,
+      or a second one; float32 judges in bf16 mode), loop_similarities [B, J] (what the
+      loop stopped on; = similarities in float32 mode), box [B, 4], score [B],
+      second_score [B] (best face score outside the face's aligned square),
+      detected / multiple_faces / valid / deidentified / success / fallback [B] bool, the faces
       (original_faces, input_faces, synthesized_faces, private_faces [B, R, R, 3]) and the
       latents before (initial_latents) and after the loop (latents).
     """
@@ -348,26 +388,27 @@ def make_private_step(config, method: str = "ours") -> Callable:
 
     def private_step(params, x_lowlight, key, threshold=None):
         threshold = stages.threshold if threshold is None else threshold
+        exact_params = params   # float32: bf16 mode's final judgement
         # bf16: every weight is cast once here, outside the noise loop; the casts at each
         # network call (run_network) are then no-ops, not a per-iteration conversion.
         params = stages.cast_params(params)
         frames_in = stages.enhance(params, x_lowlight)
-        boxes, scores = stages.detect(params, frames_in)
+        boxes, scores, second_scores = stages.detect(params, frames_in)
         original_faces, input_faces = stages.crop_faces(frames_in, x_lowlight, boxes)
         initial_latents = stages.encode(params, original_faces)
         references = jnp.stack([stages.embed(params, a, original_faces) for a in archs])
         level = mean_luminance(input_faces)
-        detected = stages.found(boxes, scores)
+        detected = stages.found(boxes, scores, second_scores)
         batch = x_lowlight.shape[0]
 
-        def judge(synthesized, private):
+        def judge(synthesized, private, embed=stages.embed, variables=params, refs=references):
             if not stages.judge_both_views:
-                return stages.similarities(jnp.stack([stages.embed(params, a, private) for a in archs]), references)
+                return stages.similarities(jnp.stack([embed(variables, a, private) for a in archs]), refs)
             # Both views in one batch: one recognizer call per judge (half the graph to compile).
             both = jnp.concatenate([private, synthesized])
-            embeddings = jnp.stack([stages.embed(params, a, both) for a in archs])
-            return jnp.maximum(stages.similarities(embeddings[:, :batch], references),
-                               stages.similarities(embeddings[:, batch:], references))
+            embeddings = jnp.stack([embed(variables, a, both) for a in archs])
+            return jnp.maximum(stages.similarities(embeddings[:, :batch], refs),
+                               stages.similarities(embeddings[:, batch:], refs))
 
         def keep_going(state: LoopState):
             return (state.k < stages.max_iters) & ~jnp.all(state.done)
@@ -391,10 +432,21 @@ def make_private_step(config, method: str = "ours") -> Callable:
                           similarities=jnp.full((batch, len(archs)), jnp.nan, jnp.float32),
                           synthesized=jnp.zeros_like(original_faces), private=jnp.zeros_like(original_faces))
         end = jax.lax.while_loop(keep_going, add_noise_and_judge, start)
-        deidentified = detected & jnp.all(end.similarities < threshold, axis=1)
-        frames, flags = stages.finish(x_lowlight, boxes, scores, end.private, input_faces, deidentified)
-        diagnostics = {"iterations": end.iterations, "similarities": end.similarities, "box": boxes,
-                       "score": scores, **flags, "original_faces": original_faces, "input_faces": input_faces,
+        final_similarities = end.similarities
+        if stages.rejudge_float32:
+            # bf16 mode: the decision is taken on float32 judges (module docstring), original
+            # and final faces both re-embedded; NaN (loop never ran) stays NaN.
+            exact_references = jnp.stack([stages.embed_float32(exact_params, a, original_faces) for a in archs])
+            exact = judge(end.synthesized, end.private, embed=stages.embed_float32, variables=exact_params,
+                          refs=exact_references)
+            final_similarities = jnp.where(jnp.isnan(end.similarities), jnp.nan, exact)
+        deidentified = detected & jnp.all(final_similarities < threshold, axis=1)
+        frames, flags = stages.finish(x_lowlight, boxes, scores, second_scores, end.private, input_faces,
+                                      deidentified)
+        diagnostics = {"iterations": end.iterations, "similarities": final_similarities,
+                       "loop_similarities": end.similarities, "box": boxes, "score": scores,
+                       "second_score": second_scores, **flags,
+                       "original_faces": original_faces, "input_faces": input_faces,
                        "synthesized_faces": end.synthesized, "private_faces": end.private,
                        "initial_latents": initial_latents, "latents": end.latents}
         return frames, diagnostics
@@ -422,6 +474,7 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
     crop_faces = jax.jit(stages.crop_faces)
     encode = jax.jit(stages.encode)
     embed = {a: jax.jit(lambda p, faces, a=a: stages.embed(p, a, faces)) for a in archs}
+    embed_float32 = {a: jax.jit(lambda p, faces, a=a: stages.embed_float32(p, a, faces)) for a in archs}
     perturb = jax.jit(stages.perturb)
     synthesize = jax.jit(stages.synthesize)
     attenuate = jax.jit(stages.attenuate)
@@ -433,19 +486,28 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
         threshold = stages.threshold if threshold is None else float(threshold)
         x_lowlight = np.asarray(x_lowlight, np.float32)
         frames_in = host(enhance(params, x_lowlight))
-        boxes, scores = host(detect(params, frames_in))
+        boxes, scores, second_scores = host(detect(params, frames_in))
         original_faces, input_faces = host(crop_faces(frames_in, x_lowlight, boxes))
         initial_latents = host(encode(params, original_faces))
         references = np.stack([host(embed[a](params, original_faces)) for a in archs])
         level = host(mean_luminance(input_faces))
         batch = x_lowlight.shape[0]
-        detected = host(found(boxes, scores))
+        detected = host(found(boxes, scores, second_scores))
         done = ~detected
         latents = initial_latents
         iterations = np.zeros((batch,), np.int32)
         sims_now = np.full((batch, len(archs)), np.nan, np.float32)
         synthesized_now = np.zeros_like(original_faces)
         private_now = np.zeros_like(original_faces)
+
+        def judge(synthesized, private, embed=embed, refs=references):
+            if stages.judge_both_views:
+                both = np.concatenate([private, synthesized])
+                embeddings = np.stack([host(embed[a](params, both)) for a in archs])
+                return np.maximum(host(similarities(embeddings[:, :batch], refs)),
+                                  host(similarities(embeddings[:, batch:], refs)))
+            return host(similarities(np.stack([host(embed[a](params, private)) for a in archs]), refs))
+
         for k in range(stages.max_iters):
             if done.all():
                 break
@@ -453,13 +515,7 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
             latents = host(perturb(latents, key, k, active))
             synthesized = host(synthesize(params, latents))
             private = host(attenuate(params, synthesized, level))
-            if stages.judge_both_views:
-                both = np.concatenate([private, synthesized])
-                embeddings = np.stack([host(embed[a](params, both)) for a in archs])
-                sims = np.maximum(host(similarities(embeddings[:, :batch], references)),
-                                  host(similarities(embeddings[:, batch:], references)))
-            else:
-                sims = host(similarities(np.stack([host(embed[a](params, private)) for a in archs]), references))
+            sims = judge(synthesized, private)
             with np.errstate(invalid="ignore"):
                 rejected_by_all = np.all(sims < threshold, axis=1)
             sims_now = np.where(active[:, None], sims, sims_now)
@@ -467,10 +523,17 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
             private_now = np.where(active[:, None, None, None], private, private_now)
             iterations = iterations + active.astype(np.int32)
             done = done | (active & rejected_by_all)
+        final_sims = sims_now
+        if stages.rejudge_float32:
+            exact_references = np.stack([host(embed_float32[a](params, original_faces)) for a in archs])
+            exact = judge(synthesized_now, private_now, embed=embed_float32, refs=exact_references)
+            final_sims = np.where(np.isnan(sims_now), np.nan, exact).astype(np.float32)
         with np.errstate(invalid="ignore"):
-            deidentified = detected & np.all(sims_now < threshold, axis=1)
-        frames, flags = host(finish(x_lowlight, boxes, scores, private_now, input_faces, deidentified))
-        diagnostics = {"iterations": iterations, "similarities": sims_now, "box": boxes, "score": scores,
+            deidentified = detected & np.all(final_sims < threshold, axis=1)
+        frames, flags = host(finish(x_lowlight, boxes, scores, second_scores, private_now, input_faces,
+                                    deidentified))
+        diagnostics = {"iterations": iterations, "similarities": final_sims, "loop_similarities": sims_now,
+                       "box": boxes, "score": scores, "second_score": second_scores,
                        **flags, "original_faces": original_faces, "input_faces": input_faces,
                        "synthesized_faces": synthesized_now, "private_faces": private_now,
                        "initial_latents": initial_latents, "latents": latents}
