@@ -23,6 +23,7 @@ concurrent processes, time nothing). A cache hit that nobody logged claims no co
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -132,7 +133,11 @@ def compile_and_analyse(fn: Callable, *args, flops_of: Callable | None = None,
     key = program_key(lowered) if os.environ.get("JAXDEID_BENCH_COMPILE_LOG") else ""
     with timed_compilation(key) as compiled_info:
         compiled = lowered.compile()
-    info: dict[str, Any] = {**compiled_info, "flops": lowered_flops(flops_of or fn, *args)}
+    # On the CPU the program lowered above is already the one `lowered_flops` would lower again.
+    on_cpu = flops_of is None and jax.default_backend() == "cpu"
+    flops = float(_first(lowered.cost_analysis()).get("flops", float("nan"))) if on_cpu else \
+        lowered_flops(flops_of or fn, *args)
+    info: dict[str, Any] = {**compiled_info, "flops": flops}
     try:
         mem = compiled.memory_analysis()
         # Peak = arguments + outputs + XLA temporaries, minus buffers aliased between them.
@@ -192,6 +197,12 @@ def bench_rounds(default: int) -> int:
     return int(os.environ.get("JAXDEID_BENCH_ROUNDS", default))
 
 
+@functools.lru_cache(maxsize=None)
+def _row_provenance() -> dict[str, Any]:
+    # Once per process: `git_commit` runs git and `library_versions` reads package metadata.
+    return {"git_commit": git_commit(), "versions": library_versions()}
+
+
 def run_benchmark(benchmark, compiled: Callable, args: tuple, *, images: int, info: dict[str, Any],
                   name: str, preset: str, rounds: int = 5, num_devices: int = 1, dtype: str = "float32",
                   warm: bool = False, **extra: Any) -> None:
@@ -233,8 +244,7 @@ def run_benchmark(benchmark, compiled: Callable, args: tuple, *, images: int, in
         "dtype": dtype,
         "jax_version": jax.__version__,
         # Each row names its own commit: report.py may merge rows of several runs into one file.
-        "git_commit": git_commit(),
-        "versions": library_versions(),
+        **_row_provenance(),
         **extra,
     })
     _append_jsonl(benchmark)
