@@ -63,6 +63,20 @@ def device_description() -> str:
     return f"{kind} x{len(devices)}"
 
 
+# Which trained weights this process used, by store name (filled by `jaxdeid.store.resolve`).
+_WEIGHTS_USED: dict[str, dict[str, Any]] = {}
+
+
+def record_weights(name: str, source: Mapping[str, Any]) -> None:
+    """Notes that network `name` was loaded from `source` (a checkpoint path and step, or sha256s)."""
+    _WEIGHTS_USED[name] = dict(source)
+
+
+def weights_used() -> dict[str, dict[str, Any]]:
+    """Every trained network this process loaded so far, and where from."""
+    return {name: dict(source) for name, source in sorted(_WEIGHTS_USED.items())}
+
+
 def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str, Any]:
     return {
         "git_commit": git_commit(),
@@ -74,6 +88,7 @@ def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # The process's own command line: a run with --set overrides says so in its result.
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "weights": weights_used(),
         **extra,
     }
 

@@ -63,6 +63,14 @@ def get_config(preset: str = "smoke", overrides: Iterable[str] = ()) -> ml_colle
     config.preset = preset
     config.seed = 0
     config.workdir = f"runs/{preset}"      # checkpoints and logs, one sub-folder per network
+    # Trained weights that ship with the package (jaxdeid/store): "shipped", a folder holding
+    # <preset>/manifest.json, or "" to use only checkpoints under workdir. A checkpoint in the
+    # workdir always wins over the store (jaxdeid.store.resolve).
+    config.weights_store = "shipped"
+    # How `jaxdeid weights export` stores a network (jaxdeid/store/fileformat.py). At the small
+    # preset all fifteen networks take 61.5 MiB at 16 bits, over the 32 MiB store budget; int8
+    # per-channel kernels (large ones only) bring them to about half (`jaxdeid weights list`).
+    config.weights_codec = {"smoke": "float16", "small": "int8", "paper": "int8"}[preset]
     # Where reproduce/ writes tables and figures. Smoke runs (tests, CI, the README's quick
     # main job) get their own folder so they never overwrite the small/paper results.
     config.results_dir = "results/smoke" if preset == "smoke" else "results"

@@ -19,6 +19,10 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.size_weight = 0.1                                          # CenterNet's lambda_size (sizes in output cells)
     c.offset_weight = 1.0                                        # CenterNet's lambda_off
     c.flip = True                                                # random horizontal flips while training
+    # Fraction of each training batch darkened (LLNet) and enhanced by the trained enhancement
+    # network: the frames the private step gives the detector. Smoke keeps normal light only
+    # (its detector trains before, and without, the enhancement network).
+    c.enhanced_fraction = {"smoke": 0.0, "small": 0.5, "paper": 0.5}[preset]
     c.iou_threshold = 0.5                                        # detection counts when IoU >= this (SPEC §4.4)
     c.score_threshold = 0.5                                      # below this face score, "no face found"
     c.margin = 0.1                                               # crop margin around the box, as a fraction of its side

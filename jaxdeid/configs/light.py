@@ -24,7 +24,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.test_images = {"smoke": 16, "small": 0, "paper": 0}[preset]        # test images for reproduce/ (0: whole split)
     # smoke: 300 steps (not 20) so the enhanced frames show a face the smoke detector can find
     # and the attenuated faces keep a valid brightness (smoke Fig. 6 exercises the success path).
-    c.train = train_defaults(preset, steps={"smoke": 300, "small": 500, "paper": 50000},
+    c.train = train_defaults(preset, steps={"smoke": 300, "small": 3000, "paper": 50000},
                              lr={"smoke": 3e-3, "small": 2e-3, "paper": 1e-3}[preset],
                              batch_size={"smoke": 4, "small": 16, "paper": 32})
     return c

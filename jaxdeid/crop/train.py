@@ -1,25 +1,29 @@
 """Training and loading the face cropping network through the shared loop.
 
-The detector learns from SynthFaces *normal-light* scenes only (no low-light
-augmentation): the paper's Fig. 6 mechanism is that a detector built for ordinary
-images misses faces in low light and finds them again after enhancement, and
-``reproduce/detection.py`` measures exactly that.
+The detector learns from SynthFaces normal-light scenes and, for a fraction
+``crop.enhanced_fraction`` of each batch, the same scenes darkened with LLNet's
+synthesis and passed through the trained light enhancement network: the frames the
+private step actually hands it (paper §3, Fig. 2: enhancement comes before cropping).
+It never sees a raw low-light frame, so the paper's Fig. 6 mechanism (a detector built
+for ordinary images misses faces in low light and finds them again after
+enhancement) is still what ``reproduce/detection.py`` measures.
 
-    jaxdeid train crop --preset small
+    jaxdeid train crop --preset small      # needs the enhancement network when enhanced_fraction > 0
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import Task, make_optimizer, restore_latest, run
+from ..store import resolve
+from ..train import Task, make_optimizer, run
 from . import ops
 from .detector import FaceDetector, decode, detection_loss, make_detector
 
@@ -71,8 +75,30 @@ def detection_rate(stats: dict[str, np.ndarray], iou_threshold: float, score_thr
     return float(np.mean(hits))
 
 
+class LowlightBounds(NamedTuple):
+    """LLNet's parameters as a hashable value (a static argument of the jitted detection step)."""
+
+    gamma_min: float
+    gamma_max: float
+    sigma_max: float
+
+
+def _dark_then_enhance(enhancer, lowlight: LowlightBounds, args, batch_index, frames):
+    """Transform for `detection_stats`: a fixed LLNet draw per batch, then the enhancement network."""
+    from ..data.lowlight import darken
+
+    variables, key = args
+    low = darken(jax.random.fold_in(key, batch_index), frames, lowlight)
+    return jnp.clip(enhancer.apply(variables, low), 0.0, 1.0)
+
+
+# Keys of the enhanced-scene mix: training draws and the fixed validation draw.
+ENHANCED_TRAIN_TAG = 0xC40E
+ENHANCED_EVAL_TAG = 0xC4E7
+
+
 def make_task(config, source=None, eval_source=None) -> Task:
-    """The ``crop`` task: CenterNet loss on normal-light SynthFaces scenes.
+    """The ``crop`` task: CenterNet loss on normal-light (and enhanced low-light) SynthFaces scenes.
 
     Args:
       config: the full project config.
@@ -85,6 +111,15 @@ def make_task(config, source=None, eval_source=None) -> Task:
     optimizer = make_optimizer(train_cfg)
     side = config.data.scene_resolution
     sources: dict[str, Any] = {"train": source, "val": eval_source}
+    enhanced_fraction = float(crop_cfg.enhanced_fraction)
+    enhancer: dict[str, Any] = {}
+
+    def get_enhancer():
+        # Loaded on first use (not at task construction), so restoring a detector needs no enhancer.
+        if not enhancer:
+            from ..light import load_trained as load_light
+            enhancer["model"], enhancer["variables"] = load_light(config, "enhance")
+        return enhancer["model"], enhancer["variables"]
 
     def get(split):
         if sources[split] is None:
@@ -102,10 +137,21 @@ def make_task(config, source=None, eval_source=None) -> Task:
         train = get("train")
         indices = batch_indices(len(train), train_cfg.batch_size, config.seed, position)
         scenes = train.scenes(indices)
+        if enhanced_fraction > 0:
+            get_enhancer()   # before the step is traced: it closes over the enhancer's variables
         return {"image": np.asarray(scenes["image"], np.float32), "box": np.asarray(scenes["box"], np.float32)}
 
     def train_step(state, batch, key):
         images, boxes = batch["image"], batch["box"]
+        if enhanced_fraction > 0:
+            from ..data.lowlight import darken
+
+            key, k_dark, k_pick = jax.random.split(key, 3)
+            model, variables = get_enhancer()
+            low = darken(jax.random.fold_in(k_dark, ENHANCED_TRAIN_TAG), images, config.lowlight)
+            enhanced = jax.lax.stop_gradient(jnp.clip(model.apply(variables, low), 0.0, 1.0))
+            pick = jax.random.bernoulli(k_pick, enhanced_fraction, (images.shape[0],))
+            images = jnp.where(pick[:, None, None, None], enhanced, images)
         if crop_cfg.flip:
             images, boxes = flip_horizontally(images, boxes, jax.random.bernoulli(key, 0.5, (images.shape[0],)))
 
@@ -130,27 +176,38 @@ def make_task(config, source=None, eval_source=None) -> Task:
         if count == 0:
             return {}
         scenes = val.scenes(np.arange(count))
-        stats = detection_stats(detector, {"params": state["params"], "batch_stats": state["batch_stats"]},
-                                np.asarray(scenes["image"]), np.asarray(scenes["box"]),
-                                batch_size=min(count, 64))
-        return {"detection_rate": detection_rate(stats, crop_cfg.iou_threshold, crop_cfg.score_threshold),
-                "mean_iou": float(np.mean(stats["iou"]))}
+        variables = inference_variables(state)
+        frames, boxes = np.asarray(scenes["image"]), np.asarray(scenes["box"])
+        stats = detection_stats(detector, variables, frames, boxes, batch_size=min(count, 64))
+        out = {"detection_rate": detection_rate(stats, crop_cfg.iou_threshold, crop_cfg.score_threshold),
+               "mean_iou": float(np.mean(stats["iou"]))}
+        if enhanced_fraction > 0:
+            model, enhancer_variables = get_enhancer()
+            key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), ENHANCED_EVAL_TAG)
+            lowlight = LowlightBounds(float(config.lowlight.gamma_min), float(config.lowlight.gamma_max),
+                                      float(config.lowlight.sigma_max))
+            enhanced = detection_stats(detector, variables, frames, boxes, batch_size=min(count, 64),
+                                       transform=functools.partial(_dark_then_enhance, model, lowlight),
+                                       transform_args=(enhancer_variables, key))
+            out["enhanced_detection_rate"] = detection_rate(enhanced, crop_cfg.iou_threshold,
+                                                            crop_cfg.score_threshold)
+        return out
 
     return Task(name=TASK_NAME, init=init, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn)
 
 
-def load_trained(config) -> tuple[FaceDetector, dict[str, Any]]:
-    """The trained detector and its inference variables ``{'params', 'batch_stats'}``.
+def inference_variables(state) -> dict[str, Any]:
+    """The detector's inference variables ``{'params', 'batch_stats'}`` from its training state."""
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
-    Raises FileNotFoundError if ``jaxdeid train crop`` has not been run for this preset/workdir.
+
+def load_trained(config) -> tuple[FaceDetector, dict[str, Any]]:
+    """The trained detector and its inference variables, by `jaxdeid.store.resolve`.
+
+    Raises FileNotFoundError naming ``jaxdeid train crop`` when neither a checkpoint nor shipped weights exist.
     """
-    restored = restore_latest(make_task(config), config.workdir, seed=config.seed)
-    if restored is None:
-        raise FileNotFoundError(
-            f"no trained face cropping network under {config.workdir}/{TASK_NAME}; run "
-            f"`jaxdeid train crop --preset {config.preset}` (with the same --workdir/--set options) first")
-    state, _ = restored
-    return make_detector(config), {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = resolve(config, make_task(config), inference_variables, f"jaxdeid train crop --preset {config.preset}")
+    return make_detector(config), variables
 
 
 def make_cropper(config, detector: FaceDetector):

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..gan.losses import paper_eq6_discriminator_loss, paper_eq6_generator_loss, r1_penalty
 from ..metrics import ssim
+from ..store import resolve
 
 TASK_NAME = "deid_finetune"
 
@@ -222,12 +223,13 @@ def make_task(config, allow_untrained: bool = False):
 
 
 def load_finetuned_generator(config) -> Mapping[str, Any] | None:
-    """The L_F fine-tuned EMA generator (``deid_finetune``), or None when it was never trained."""
-    from ..train import restore_latest
-
+    """The L_F fine-tuned EMA generator (``deid_finetune``, `jaxdeid.store.resolve`), or None when it was never trained."""
     # allow_untrained: only the state's structure is needed here, not the frozen networks.
-    restored = restore_latest(make_task(config, allow_untrained=True), config.workdir, seed=int(config.seed))
-    return None if restored is None else restored[0]["G_ema"]
+    try:
+        return resolve(config, make_task(config, allow_untrained=True), lambda state: state["G_ema"],
+                       f"jaxdeid train deid --preset {config.preset}")
+    except FileNotFoundError:
+        return None
 
 
 def train_deid(config, args) -> int:

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import Task, make_optimizer, restore_latest, run
+from ..store import resolve
+from ..train import Task, make_optimizer, run
 from .encoder import LatentEncoder, make_encoder, with_w_avg
 
 ARCHS = ("stylegan2", "stylegan1", "pggan")
@@ -177,7 +178,7 @@ def make_task(config, arch: str = "stylegan2", generator_variables: dict | None 
     return _make_task(config, arch, lambda key: generator_variables, source, eval_source, identity)
 
 
-def _restore(config, arch: str):
+def _restore_task(config, arch: str) -> Task:
     from ..gan import init_generator, make_generator
 
     G = make_generator(config.gan, arch)
@@ -189,27 +190,28 @@ def _restore(config, arch: str):
                                                            config.data.resolution), jax.random.PRNGKey(0))
         identity = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), identity)
     # Restoring needs only the state's structure: a freshly initialised generator has it.
-    task = _make_task(config, arch, lambda key: init_generator(G, key), identity=identity)
-    return restore_latest(task, config.workdir, seed=config.seed)
+    return _make_task(config, arch, lambda key: init_generator(G, key), identity=identity)
+
+
+def inference_variables(state) -> dict:
+    """The encoder's inference variables (backbone + mapping head, BatchNorm statistics, the latent average)."""
+    return {"params": state["params"], "batch_stats": state["batch_stats"], "latent_avg": state["latent_avg"]}
 
 
 def load_trained(config, arch: str = "stylegan2", *, with_generator: bool = False):
     """The trained encoder: ``(encoder, variables)``, so ``encoder.apply(variables, faces)`` gives latents.
 
-    With ``with_generator=True`` also returns the variables of the frozen generator it was
-    trained against: ``(encoder, variables, generator_variables)``.
-    Raises FileNotFoundError naming the command to run when no checkpoint exists.
+    With ``with_generator=True`` also returns the variables of its generator, resolved by the
+    same rule (``jaxdeid.gan.load_trained``): ``(encoder, variables, generator_variables)``.
+    Weights by `jaxdeid.store.resolve`; FileNotFoundError names the command to run when none exist.
     """
-    restored = _restore(config, arch)
-    if restored is None:
-        raise FileNotFoundError(
-            f"no trained {arch} encoder under {Path(config.workdir) / task_name(arch)}; run "
-            f"`jaxdeid train encoder --arch {arch} --preset {config.preset}` (after `jaxdeid train gan --arch {arch}`)")
-    state, _ = restored
+    variables = resolve(config, _restore_task(config, arch), inference_variables,
+                        f"jaxdeid train encoder --arch {arch} --preset {config.preset} "
+                        f"(after `jaxdeid train gan --arch {arch}`)")
     encoder: LatentEncoder = make_encoder(config, arch)
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"], "latent_avg": state["latent_avg"]}
     if with_generator:
-        return encoder, variables, state["generator"]
+        from ..gan import load_trained as load_generator
+        return encoder, variables, load_generator(config, arch)
     return encoder, variables
 
 

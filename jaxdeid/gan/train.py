@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import Task, make_optimizer, restore_latest, run
+from ..store import resolve
+from ..train import Task, make_optimizer, run
 from . import init_generator, make_discriminator, make_generator, pggan
 from .losses import discriminator_loss, generator_loss, lazy_r1_loss, r1_penalty
 from .pggan import images_at_lod, lod_schedule, max_lod
@@ -205,15 +206,16 @@ def write_sample_grid(variables, path, n: int = 16, *, G, seed: int = 1234, trun
     return save_png(grid_image(np.asarray(sample(variables, z))), path)
 
 
+def inference_variables(state) -> dict:
+    """The EMA generator ({"params", "buffers"}): the only part of a GAN's state that ships."""
+    return state["G_ema"]
+
+
 def load_trained(config, arch: str | None = None) -> dict:
-    """The EMA generator variables ({"params", "buffers"}) of the trained `gan_<arch>`."""
+    """The EMA generator variables ({"params", "buffers"}) of the trained `gan_<arch>` (`jaxdeid.store.resolve`)."""
     arch = arch or config.gan.arch
-    restored = restore_latest(make_task(config, arch), config.workdir, seed=config.seed)
-    if restored is None:
-        raise FileNotFoundError(
-            f"no trained {arch} generator under {Path(config.workdir) / task_name(arch)}; run "
-            f"`jaxdeid train gan --arch {arch} --preset {config.preset}` first")
-    return restored[0]["G_ema"]
+    return resolve(config, make_task(config, arch), inference_variables,
+                   f"jaxdeid train gan --arch {arch} --preset {config.preset}")
 
 
 def train_gan(config, args) -> int:

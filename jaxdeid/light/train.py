@@ -25,12 +25,14 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import Task, make_optimizer, restore_latest, run
+from ..store import resolve
+from ..train import Task, make_optimizer, run
 from .losses import light_loss
 from .retinex import RetinexNet, make_model, mean_luminance
 
@@ -155,8 +157,17 @@ def make_task(config, direction: str) -> Task:
             normal = jnp.asarray(val.get(np.arange(count))["image"])
             low, _ = darken_each(pair_keys(seed, EVAL_PAIRS_TAG, np.arange(count)), normal, lowlight_cfg)
             eval_cache["batch"] = (normal, low)
-            eval_cache["step"] = jax.jit(lambda params, normal, low: loss_fn(params, normal, low)[0])
-        return {"loss": float(eval_cache["step"](state["params"], *eval_cache["batch"]))}
+
+            def scores(params, normal, low):
+                inputs, targets, level = network_io(direction, normal, low)
+                outputs = jnp.clip(apply(params, inputs, level), 0.0, 1.0)
+                loss, _ = light_loss(outputs, targets, light.chi_mse, light.chi_ssim)
+                return loss, jnp.mean(dm_pix.ssim(outputs, targets, max_val=1.0)), \
+                    jnp.mean(dm_pix.psnr(outputs, targets))
+
+            eval_cache["step"] = jax.jit(scores)
+        loss, ssim, psnr = eval_cache["step"](state["params"], *eval_cache["batch"])
+        return {"loss": float(loss), "ssim": float(ssim), "psnr": float(psnr)}
 
     return Task(name=task_name(direction), init=init, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn)
 
@@ -193,17 +204,17 @@ def train_attenuate(config, args) -> int:
     return _train_command(config, "attenuate")
 
 
+def inference_variables(state) -> dict:
+    """The variables a trained light network runs with (its training state less the optimiser)."""
+    return {"params": state["params"]}
+
+
 def load_trained(config, direction: str) -> tuple[RetinexNet, dict]:
     """``(model, variables)`` of the trained network, for ``model.apply(variables, x[, level])``.
 
-    Raises FileNotFoundError naming the command that trains it when no checkpoint exists.
+    Weights by `jaxdeid.store.resolve`: a workdir checkpoint, else the shipped ones, else
+    FileNotFoundError naming the command that trains it.
     """
-    task = make_task(config, direction)
-    restored = restore_latest(task, config.workdir, seed=int(config.seed))
-    if restored is None:
-        raise FileNotFoundError(
-            f"no trained light {direction} network under {config.workdir}/{task_name(direction)}; "
-            f"train it with `jaxdeid train {direction} --preset {config.preset}` "
-            f"(with the same --set/--workdir options)")
-    state, _ = restored
-    return make_model(config, direction), {"params": state["params"]}
+    variables = resolve(config, make_task(config, direction), inference_variables,
+                        f"jaxdeid train {direction} --preset {config.preset}")
+    return make_model(config, direction), variables

@@ -51,7 +51,8 @@ def make_backbone(config, arch: str) -> nn.Module:
     width = rc.width_mult
     small_input = config.data.resolution < rc.small_input_below
     if arch == "vgg16":
-        return VGG16(width_mult=width, batch_norm=rc.vgg_batch_norm, dropout_rate=rc.vgg_dropout)
+        return VGG16(width_mult=width, batch_norm=rc.vgg_batch_norm, dropout_rate=rc.vgg_dropout,
+                     pool_size=rc.vgg_pool_size)
     if arch == "resnet50":
         return ResNet(stage_sizes=(3, 4, 6, 3), width_mult=width, se=False, small_input=small_input)
     if arch == "senet50":

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train import Task, make_optimizer, restore_latest, run
+from ..store import resolve, trained_steps
+from ..train import Task, make_optimizer, run
 from .model import ARCHS, init_variables, make_embed, make_recognizer
 from .triplet import triplet_semihard_loss
 
@@ -178,19 +179,19 @@ class TrainedRecognizer(NamedTuple):
         return self.embed(self.variables, images)
 
 
+def inference_variables(state) -> dict:
+    """A recognizer's inference variables ``{'params', 'batch_stats'}`` from its training state."""
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
 def load_trained(config, arch: str) -> TrainedRecognizer:
     """The latest checkpoint of recognizer `arch` under ``config.workdir``; FileNotFoundError if none."""
     task = make_task(config, arch)
-    restored = restore_latest(task, config.workdir, seed=config.seed)
-    if restored is None:
-        raise FileNotFoundError(
-            f"no trained recognizer {arch!r} under {config.workdir}/{task.name}; train it with "
-            f"`jaxdeid train recognizer --arch {arch} --preset {config.preset}` "
-            f"(or `python reproduce/table1.py --preset {config.preset}`)")
-    state, meta = restored
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    seed_flag = f" --seed {int(config.seed)}" if int(config.seed) else ""
+    variables = resolve(config, task, inference_variables,
+                        f"jaxdeid train recognizer --arch {arch} --preset {config.preset}{seed_flag}")
     return TrainedRecognizer(arch=arch, embed=make_embed(config, arch), variables=variables,
-                             step=int(meta.get("step", 0)))
+                             step=trained_steps(config, task.name))
 
 
 def train(config, arch: str, steps: int | None = None) -> tuple[Any, list[dict]]:

@@ -16,6 +16,9 @@ Choices, stated so a reviewer can check them:
     trains poorly from scratch with a triplet loss, so the recognizer config
     enables it by default; ``recognizer.vgg_batch_norm=False`` gives the 1-to-1 net.
   * Dropout after fc6 and fc7 (rate configurable; canonical 0.5).
+  * ``pool_size`` (default 7) may be set to the last feature map's side where that is
+    smaller (the small preset: 2 at 64 px). Replicating a 2x2 map to 7x7 adds inputs to
+    fc6 but no information, so the smaller fc6 computes the same function class.
 """
 
 from __future__ import annotations

@@ -1,0 +1,207 @@
+"""One record per trained network kind: what the weights store and ``jaxdeid weights`` need.
+
+Each `Component` says how to build the network's (restorable) training task, which
+part of the training state is the inference variables that ship, how to score a
+state on the validation split (the figure a network is accepted on, and its target),
+how to run it on a fixed probe batch (the storage error of 16-bit weights), and the
+command that trains it. `store_entries(config)` lists every network a preset ships,
+by store name (`jaxdeid.store.store_name`): the four methods' networks and the
+independent fifth recognizer of the black-box test.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import crop, encoder, gan, light, recognizers
+from .crop import train as crop_train
+from .deid import losses as deid_losses
+from .encoder import train as encoder_train
+from .gan import train as gan_train
+from .gan.samples import fixed_latents
+from .recognizers import train as recognizer_train
+from .recognizers.model import make_embed
+from .store import store_name
+from .train import Task
+
+# The module itself: `jaxdeid.light` exports a function named `train` that shadows it as an attribute.
+light_train = importlib.import_module("jaxdeid.light.train")
+
+PROBE_SEED = 20_221_130
+PROBE_COUNT = 4
+# The independently trained fifth recognizer (black-box test): the same training, another seed.
+FIFTH_ARCH, FIFTH_SEED = "resnet50", 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """A trained network kind (one entry per architecture it accepts)."""
+
+    kind: str
+    archs: tuple[str, ...]
+    make_task: Callable[[Any, str | None], Task]                # restorable task (no data, no trained dependencies)
+    inference: Callable[[Any], Any]                             # training state -> inference variables
+    merge: Callable[[Any, Any], Any]                            # state with other inference variables
+    probe: Callable[[Any, str | None, Any], jax.Array]          # outputs on a fixed batch
+    figure: Callable[[Any], str | None]                         # eval_fn key it is accepted on (None: none)
+    target: Callable[[Any], float | None]                       # that figure's target at a config
+    train_command: Callable[[Any, str | None], str]
+    higher_is_better: bool = True
+
+
+def _probe_images(side: int) -> jax.Array:
+    rng = np.random.default_rng(PROBE_SEED)
+    # Smooth-ish images in [0, 1]: a coarse random field upsampled, not pixel noise.
+    coarse = rng.uniform(0.0, 1.0, (PROBE_COUNT, 8, 8, 3)).astype(np.float32)
+    return jax.image.resize(jnp.asarray(coarse), (PROBE_COUNT, side, side, 3), "linear")
+
+
+def _merge_top(state, variables):
+    return {**state, **variables}
+
+
+def _light(direction: str) -> Component:
+    def probe(config, arch, variables):
+        model = light.make_model(config, direction)
+        images = _probe_images(int(config.data.resolution))
+        level = jnp.full((PROBE_COUNT,), 0.1, jnp.float32)
+        return light_train.make_apply(model)(variables["params"], images, level)
+
+    targets = {"enhance": 0.70, "attenuate": 0.75}
+    return Component(kind=direction, archs=(), make_task=lambda config, arch: light_train.make_task(config, direction),
+                     inference=light_train.inference_variables, merge=_merge_top, probe=probe, figure=lambda config: "ssim",
+                     target=lambda config: targets[direction],
+                     train_command=lambda config, arch: f"jaxdeid train {direction} --preset {config.preset}")
+
+
+def _crop_probe(config, arch, variables):
+    detector = crop.make_detector(config)
+    outputs = detector.apply(variables, _probe_images(int(config.data.scene_resolution)), train=False)
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(outputs)])
+
+
+def _crop_figure(config) -> str:
+    return "enhanced_detection_rate" if float(config.crop.enhanced_fraction) > 0 else "detection_rate"
+
+
+CROP = Component(kind="crop", archs=(), make_task=lambda config, arch: crop_train.make_task(config),
+                 inference=crop_train.inference_variables, merge=_merge_top, probe=_crop_probe,
+                 figure=_crop_figure, target=lambda config: 0.95 if _crop_figure(config) != "detection_rate" else 0.98,
+                 train_command=lambda config, arch: f"jaxdeid train crop --preset {config.preset}")
+
+
+def _generator_probe(config, arch, variables):
+    G = gan.make_generator(config.gan, arch)
+    z = jnp.asarray(fixed_latents(G.z_dim, PROBE_COUNT, seed=PROBE_SEED % 10_000))
+    synthesize = encoder_train.make_synthesize(G, arch, encoder_train.generator_lod(config, arch))
+    return synthesize(variables, G.apply(variables, z, method="map"))
+
+
+GAN = Component(kind="gan", archs=("stylegan2", "stylegan1", "pggan"),
+                make_task=lambda config, arch: gan_train.make_task(config, arch),
+                inference=gan_train.inference_variables, merge=lambda state, v: {**state, "G_ema": v},
+                probe=_generator_probe, figure=lambda config: None, target=lambda config: None,
+                train_command=lambda config, arch: f"jaxdeid train gan --arch {arch} --preset {config.preset}")
+
+
+def _encoder_probe(config, arch, variables):
+    return encoder.make_encoder(config, arch).apply(variables, _probe_images(int(config.data.resolution)))
+
+
+ENCODER = Component(kind="encoder", archs=("stylegan2", "stylegan1", "pggan"),
+                    make_task=lambda config, arch: encoder_train._restore_task(config, arch),
+                    inference=encoder_train.inference_variables, merge=_merge_top, probe=_encoder_probe,
+                    figure=lambda config: "ssim", target=lambda config: 0.60,
+                    train_command=lambda config, arch: f"jaxdeid train encoder --arch {arch} --preset {config.preset}")
+
+
+def _recognizer_probe(config, arch, variables):
+    return make_embed(config, arch)(variables, _probe_images(int(config.data.resolution)))
+
+
+RECOGNIZER = Component(kind="recognizer", archs=recognizers.ARCHS,
+                       make_task=lambda config, arch: recognizer_train.make_task(config, arch),
+                       inference=recognizer_train.inference_variables, merge=_merge_top, probe=_recognizer_probe,
+                       figure=lambda config: "val_acc", target=lambda config: 0.94,
+                       train_command=lambda config, arch: (f"jaxdeid train recognizer --arch {arch} --preset "
+                                                           f"{config.preset}" + (f" --seed {int(config.seed)}"
+                                                                                 if int(config.seed) else "")))
+
+DEID = Component(kind="deid", archs=(), make_task=lambda config, arch: deid_losses.make_task(config, allow_untrained=True),
+                 inference=lambda state: state["G_ema"], merge=lambda state, v: {**state, "G_ema": v},
+                 probe=lambda config, arch, variables: _generator_probe(config, "stylegan2", variables),
+                 figure=lambda config: None, target=lambda config: None,
+                 train_command=lambda config, arch: f"jaxdeid train deid --preset {config.preset}")
+
+COMPONENTS: dict[str, Component] = {c.kind: c for c in (_light("enhance"), _light("attenuate"), CROP, GAN, ENCODER,
+                                                         RECOGNIZER, DEID)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One network a preset ships: its store name, kind, architecture and the config it is built with."""
+
+    name: str
+    component: Component
+    arch: str | None
+    config: Any
+
+    def task(self) -> Task:
+        return self.component.make_task(self.config, self.arch)
+
+    @property
+    def train_command(self) -> str:
+        return self.component.train_command(self.config, self.arch)
+
+    @property
+    def figure(self) -> str | None:
+        return self.component.figure(self.config)
+
+    @property
+    def target(self) -> float | None:
+        return self.component.target(self.config)
+
+
+def store_entries(config) -> list[Entry]:
+    """Every network of ``config.preset`` that the store ships, in training order."""
+    entries = []
+
+    def add(kind, arch=None, seed=None):
+        cfg = config
+        if seed is not None:
+            cfg = copy.deepcopy(config)
+            cfg.seed = int(seed)
+        component = COMPONENTS[kind]
+        task_name = {"enhance": light_train.task_name("enhance"), "attenuate": light_train.task_name("attenuate"),
+                     "crop": crop_train.TASK_NAME, "gan": gan_train.task_name(arch or ""),
+                     "encoder": f"encoder_{arch}", "recognizer": recognizer_train.task_name(arch or ""),
+                     "deid": deid_losses.TASK_NAME}[kind]
+        entries.append(Entry(store_name(cfg, task_name), component, arch, cfg))
+
+    add("enhance")
+    add("attenuate")
+    add("crop")
+    for arch in GAN.archs:
+        add("gan", arch)
+    for arch in ENCODER.archs:
+        add("encoder", arch)
+    for arch in config.recognizer.judges:
+        add("recognizer", arch)
+    add("recognizer", FIFTH_ARCH, seed=FIFTH_SEED)
+    add("deid")
+    return entries
+
+
+def entry_by_name(config, name: str) -> Entry:
+    for entry in store_entries(config):
+        if entry.name == name:
+            return entry
+    known = ", ".join(e.name for e in store_entries(config))
+    raise ValueError(f"unknown network {name!r}; the {config.preset} store holds: {known}")
