@@ -23,7 +23,7 @@ from .train import restore_latest
 from .train.loop import read_metrics, tree_size
 
 
-def _training_wall_s(workdir: str, task_name: str) -> float:
+def training_wall_s(workdir: str, task_name: str) -> float:
     """Training wall time summed over resumptions (each run's clock restarts at 0 in metrics.jsonl)."""
     total, last = 0.0, 0.0
     for record in read_metrics(workdir, task_name):
@@ -61,11 +61,22 @@ def export_entry(entry: Entry, *, force: bool = False, device: str | None = None
         evaluate = lambda stored: task.eval_fn(entry.component.merge(state, stored))  # noqa: E731
     return export_variables(entry, entry.component.inference(state), step=int(meta.get("step", 0)),
                             evaluate=evaluate, force=force, device=device,
-                            train_wall_s=_training_wall_s(config.workdir, task.name))
+                            train_wall_s=training_wall_s(config.workdir, task.name),
+                            final_train_loss=final_train_loss(config.workdir, task.name))
+
+
+def final_train_loss(workdir: str, task_name: str) -> float | None:
+    """Mean training loss over the last 5 % of logged steps (the latest value of a step that was redone)."""
+    by_step = {r["step"]: r["loss"] for r in read_metrics(workdir, task_name) if "loss" in r}
+    if not by_step:
+        return None
+    tail = max(1, max(by_step) // 20)
+    return float(np.mean([loss for step, loss in by_step.items() if step > max(by_step) - tail]))
 
 
 def export_variables(entry: Entry, variables, *, step: int, evaluate=None, force: bool = False,
-                     device: str | None = None, train_wall_s: float | None = None) -> dict:
+                     device: str | None = None, train_wall_s: float | None = None,
+                     final_train_loss: float | None = None) -> dict:
     """Measures `variables` as stored (figure by `evaluate(stored)`, probe error) and writes them to the store."""
     config = entry.config
     codec = str(config.weights_codec)
@@ -84,7 +95,8 @@ def export_variables(entry: Entry, variables, *, step: int, evaluate=None, force
         "storage_error": {**error, "probe": f"{PROBE_COUNT} fixed smooth random inputs (jaxdeid.components)"},
         "steps": {"done": int(step), "planned": int(_train_section(entry).steps)},
         "figure": figure, "git_commit": git_commit(), "device": device or device_description(),
-        "train_wall_s": train_wall_s, "seed": int(config.seed), "train_command": entry.train_command,
+        "train_wall_s": train_wall_s, "final_train_loss": final_train_loss, "seed": int(config.seed),
+        "train_command": entry.train_command,
     }
     return export(config, entry.name, variables, record, figure_better=figure_better, codec=codec, force=force)
 
@@ -115,8 +127,10 @@ def status_rows(config) -> list[dict]:
         row = {"network": entry.name, "status": "shipped" if shipped else ("local checkpoint" if local else "missing"),
                "local_checkpoint": local, "target": entry.target, "figure_name": entry.figure}
         if shipped:
+            figure = shipped.get("figure") or {}
             row.update(steps=shipped["steps"], figure=figure_value(shipped), parameters=shipped["parameters"],
-                       bytes=sum(f["bytes"] for f in shipped["files"]))
+                       bytes=sum(f["bytes"] for f in shipped["files"]),
+                       figure_name=figure.get("name", row["figure_name"]), target=figure.get("target", row["target"]))
         else:
             abstract = abstract_inference(entry.task(), entry.component.inference, int(entry.config.seed))
             row.update(steps={"done": 0, "planned": int(_train_section(entry).steps)}, figure=None,

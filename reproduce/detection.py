@@ -39,7 +39,8 @@ from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
 from jaxdeid.crop import detection_rate, detection_stats  # noqa: E402
 from jaxdeid.crop import load_trained as load_detector  # noqa: E402
 from jaxdeid.crop import make_task as make_crop_task  # noqa: E402
-from jaxdeid.results import provenance, write_json  # noqa: E402
+from jaxdeid.results import provenance, weights_used, write_json  # noqa: E402
+from jaxdeid.store import store_name  # noqa: E402
 from jaxdeid.train import run  # noqa: E402
 
 VERSIONS = ("normal", "lowlight", "enhanced")
@@ -66,18 +67,31 @@ def darken_scenes(frames: np.ndarray, lowlight_cfg, seed: int, batch_size: int) 
     return np.concatenate(out)
 
 
+def _shipped(config, task_name: str, load) -> bool:
+    """True when `load` (a load_trained) takes the network from the shipped store, not a workdir checkpoint."""
+    try:
+        load()
+    except FileNotFoundError:
+        return False
+    return weights_used().get(store_name(config, task_name), {}).get("source") == "store"
+
+
 def ensure_trained(config) -> dict[str, bool]:
-    """Trains the detector and the enhancer where their checkpoints are missing or short; says which it trained."""
+    """Trains the enhancer, then the detector (which trains on enhanced scenes too), where neither a
+    shipped network nor a finished checkpoint exists; says which it trained."""
     from jaxdeid.light import train as train_light
+    from jaxdeid.light import load_trained as load_light
     from jaxdeid.train.loop import read_metrics
 
     trained_here = {}
-    before = read_metrics(config.workdir, "crop")
-    run(make_crop_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
-    trained_here["crop"] = len(read_metrics(config.workdir, "crop")) > len(before)
-    before = read_metrics(config.workdir, "light_enhance")
-    train_light(config, "enhance")
-    trained_here["enhance"] = len(read_metrics(config.workdir, "light_enhance")) > len(before)
+    if not _shipped(config, "light_enhance", lambda: load_light(config, "enhance")):
+        before = read_metrics(config.workdir, "light_enhance")
+        train_light(config, "enhance")
+        trained_here["enhance"] = len(read_metrics(config.workdir, "light_enhance")) > len(before)
+    if not _shipped(config, "crop", lambda: load_detector(config)):
+        before = read_metrics(config.workdir, "crop")
+        run(make_crop_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
+        trained_here["crop"] = len(read_metrics(config.workdir, "crop")) > len(before)
     return trained_here
 
 
@@ -153,7 +167,8 @@ def main(argv=None) -> int:
                for name in VERSIONS}
     prov = provenance(config.preset, config.seed, time.perf_counter() - start,
                       scenes=count, iou_threshold=crop_cfg.iou_threshold, score_threshold=crop_cfg.score_threshold,
-                      detector="CenterNet-style (jaxdeid.crop), trained on normal-light scenes only",
+                      detector=f"CenterNet-style (jaxdeid.crop), trained on normal-light scenes and a "
+                               f"{float(crop_cfg.enhanced_fraction):.0%} share of enhanced low-light scenes",
                       detector_steps=int(crop_cfg.train.steps), trained_here=trained_here, details=details)
     results = Path(config.results_dir)
     write_json(results / "detection.json", {**rates, "provenance": prov})

@@ -26,31 +26,34 @@ import numpy as np  # noqa: E402
 from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
 from jaxdeid.light import load_trained, task_name, train  # noqa: E402
 from jaxdeid.light.evaluate import evaluate  # noqa: E402
-from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
-from jaxdeid.train.loop import read_metrics  # noqa: E402
+from jaxdeid.results import markdown_table, provenance, weights_used, write_json, write_markdown  # noqa: E402
+from jaxdeid.store import read_manifest, store_dir, store_name  # noqa: E402
+from jaxdeid.weights import training_wall_s  # noqa: E402
+from jaxdeid.weights import final_train_loss  # noqa: E402
 
 PAPER = {"enhance": 0.091, "attenuate": 0.121}  # paper §4.1: final L_E and L_W
 
 
-def final_training_loss(workdir: str, direction: str, total_steps: int) -> float:
-    """Mean training loss over the last 5 % of steps (one value per step, the latest if a step was redone)."""
-    by_step = {r["step"]: r["loss"] for r in read_metrics(workdir, task_name(direction)) if "loss" in r}
-    if not by_step:
-        raise FileNotFoundError(f"no training metrics for light {direction} under {workdir}")
-    tail = max(1, total_steps // 20)
-    steps = sorted(s for s in by_step if s > max(by_step) - tail)
-    return float(np.mean([by_step[s] for s in steps]))
+def ensure_trained(config, direction: str) -> None:
+    """Trains (or resumes) a light network unless its weights come from the shipped store."""
+    name = store_name(config, task_name(direction))
+    try:
+        load_trained(config, direction)
+    except FileNotFoundError:
+        pass
+    if weights_used().get(name, {}).get("source") != "store":
+        train(config, direction)  # resumes, or does nothing when already trained to light.train.steps
 
 
-def training_wall_s(workdir: str, direction: str) -> float:
-    """Wall time the training took, summed over its resumed segments (``time_s`` restarts at each resumption)."""
-    times = [r["time_s"] for r in read_metrics(workdir, task_name(direction)) if "time_s" in r]
-    total, previous = 0.0, 0.0
-    for t in times:
-        if t < previous:  # a new process resumed the run
-            total += previous
-        previous = t
-    return round(total + previous, 1)
+def training_record(config, direction: str) -> dict:
+    """Final training loss (mean over the last 5 % of steps) and training wall time: from the
+    workdir's metrics when trained here, else from the shipped weights' manifest entry."""
+    name = task_name(direction)
+    if weights_used().get(store_name(config, name), {}).get("source") == "store":
+        entry = read_manifest(store_dir(config))["networks"][store_name(config, name)]
+        return {"final_loss": entry.get("final_train_loss"), "train_wall_s": entry.get("train_wall_s")}
+    return {"final_loss": final_train_loss(config.workdir, name),
+            "train_wall_s": training_wall_s(config.workdir, name)}
 
 
 def write_strip(path: Path, examples: dict, prov: dict) -> Path:
@@ -236,13 +239,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
 
     for direction in ("enhance", "attenuate"):
-        train(config, direction)  # resumes, or does nothing when already trained to light.train.steps
+        ensure_trained(config, direction)
     enhancer, attenuator = load_trained(config, "enhance"), load_trained(config, "attenuate")
     scores = evaluate(config, enhancer, attenuator, split="test", max_images=int(config.light.test_images))
-    steps = int(config.light.train.steps)
-    final = {d: final_training_loss(config.workdir, d, steps) for d in ("enhance", "attenuate")}
-
-    train_wall = {d: training_wall_s(config.workdir, d) for d in ("enhance", "attenuate")}
+    record = {d: training_record(config, d) for d in ("enhance", "attenuate")}
+    final = {d: record[d]["final_loss"] for d in record}
+    train_wall = {d: record[d]["train_wall_s"] for d in record}
     prov = provenance(config.preset, config.seed, time.perf_counter() - start, train_wall_s=train_wall)
     enh, att = scores["enhance"], scores["attenuate"]
     payload = {

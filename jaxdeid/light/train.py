@@ -155,15 +155,19 @@ def make_task(config, direction: str) -> Task:
             val = source("val")
             count = min(int(light.eval_images), len(val))
             normal = jnp.asarray(val.get(np.arange(count))["image"])
-            low, _ = darken_each(pair_keys(seed, EVAL_PAIRS_TAG, np.arange(count)), normal, lowlight_cfg)
-            eval_cache["batch"] = (normal, low)
+            low, low_clean = darken_each(pair_keys(seed, EVAL_PAIRS_TAG, np.arange(count)), normal, lowlight_cfg)
+            eval_cache["batch"] = (normal, low, low_clean)
 
-            def scores(params, normal, low):
+            def scores(params, normal, low, low_clean):
                 inputs, targets, level = network_io(direction, normal, low)
                 outputs = jnp.clip(apply(params, inputs, level), 0.0, 1.0)
                 loss, _ = light_loss(outputs, targets, light.chi_mse, light.chi_ssim)
-                return loss, jnp.mean(dm_pix.ssim(outputs, targets, max_val=1.0)), \
-                    jnp.mean(dm_pix.psnr(outputs, targets))
+                # SSIM/PSNR against what the network can be expected to produce: the normal image
+                # (enhancement), or the low-light target's noise-free twin (attenuation: no function
+                # of the normal image predicts the noise draw), as the test-split scores do.
+                reference = targets if direction == "enhance" else low_clean
+                return loss, jnp.mean(dm_pix.ssim(outputs, reference, max_val=1.0)), \
+                    jnp.mean(dm_pix.psnr(outputs, reference))
 
             eval_cache["step"] = jax.jit(scores)
         loss, ssim, psnr = eval_cache["step"](state["params"], *eval_cache["batch"])
