@@ -233,6 +233,22 @@ wait_all page "${pids_pages[@]}"
 echo "== evaluation done after $(( $(date +%s) - start ))s"
 fi
 [ -n "${pid_extra:-}" ] && { wait "$pid_extra"; echo "== extra command: exit $?"; }
+# --- export: every network this machine has a checkpoint of goes into the weights store
+# (jaxdeid/store/shipped/<preset>), which comes back as one archive: nothing trained outlives the
+# machine otherwise. A network whose shipped figure is better is kept (export refuses; no --force).
+if [ "$phase" != evaluate ] || [ -n "${JAXDEID_GPU_EXPORT:-}" ]; then
+  device_name=$(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  trained=$(cd "$workdir" && for d in */checkpoints; do [ -d "$d" ] && echo "${d%/checkpoints}"; done)
+  # The independent fifth recognizer (seed 1, its own work folder) ships as recognizer_resnet50_seed1.
+  [ -d "$workdir/blackbox_seed1/recognizer_resnet50/checkpoints" ] && trained="$trained recognizer_resnet50_seed1"
+  for name in $trained; do
+    extra=(); [ "$name" = recognizer_resnet50_seed1 ] && extra=(--seed 1 --workdir "$workdir/blackbox_seed1")
+    timeout -s INT -k 15 "$(( $(left) > 30 ? $(left) : 30 ))" python3 -m jaxdeid weights export "$name" \
+      --preset "$preset" "${sets[@]}" "${extra[@]}" --device "${device_name:-GPU}" >> "$scratch/export.log" 2>&1
+    echo "== export $name: exit $?"
+  done
+  [ -n "${OUT:-}" ] && mkdir -p "$OUT" && tar -cf "$OUT/store_${preset}.tar" -C jaxdeid/store/shipped "$preset"
+fi
 [ "$phase" = train ] || [ "$phase" = generators ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 # Training curves of this run, for the record (small files).

@@ -213,8 +213,13 @@ def load_params(config, method: str, *, allow_untrained: bool = False, key: jax.
                 flat[name] = _init_one(config, method, name, jax.random.fold_in(key, index))
     if missing and not allow_untrained:
         lines = "\n".join(f"  {name:<22} {train_command(config, method, name)}" for name in missing)
+        from ..store import store_dir
+
+        directory = store_dir(config)
+        where = f"missing from the {config.preset} store ({directory})" if directory is not None else \
+            "the weights store is disabled"
         raise FileNotFoundError(
-            f"{method}: no trained checkpoint under {config.workdir} for {len(missing)} network(s); "
+            f"{method}: {len(missing)} network(s) have no checkpoint under {config.workdir} and are {where}; "
             f"train them first:\n{lines}\n(or pass --allow-untrained to run with random weights: "
             f"a demo/test only, its faces are not meaningful)")
     return _nest(flat), missing
