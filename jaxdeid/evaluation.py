@@ -64,8 +64,8 @@ FIFTH_ARCH, FIFTH_SEED = "resnet50", 1
 FIFTH_NAME = f"{FIFTH_ARCH}_seed{FIFTH_SEED}"
 
 _IMAGE_KEYS = ("frames", "original_faces", "input_faces", "synthesized_faces", "private_faces")
-_DIAG_KEYS = ("iterations", "similarities", "box", "score", "detected", "valid", "deidentified", "success",
-              "fallback")
+_DIAG_KEYS = ("iterations", "similarities", "frame_similarities", "box", "score", "detected", "valid", "redetected",
+              "deidentified", "success", "fallback")
 
 
 # --------------------------------------------------------------------------- command line
@@ -414,7 +414,9 @@ def success_parts(config, outputs: dict, evalset: EvalSet) -> dict:
     """Fig. 6: {"success", "detected", "valid", "deidentified"} rates in [0, 1], plus CIs and per-judge rejection.
 
     Detected needs both the step's own decision (face score ≥ crop.score_threshold) and
-    IoU ≥ crop.iou_threshold with the true box (SPEC §4.4). A face never judged (not
+    IoU ≥ crop.iou_threshold with the true box (paper §4.3). Valid needs the step's
+    re-detection in the released frame too, and the similarities are the step's deciding
+    ones (the loop's faces and every view of the released frame). A face never judged (not
     detected: NaN similarity) counts as NOT de-identified, as in the step.
     """
     from .metrics import success_rate
@@ -426,7 +428,8 @@ def success_parts(config, outputs: dict, evalset: EvalSet) -> dict:
                          {j: sims[:, i] for i, j in enumerate(judges)},
                          threshold=float(config.recognizer.threshold), found=np.asarray(outputs["detected"], bool),
                          pred_boxes=outputs["box"], true_boxes=evalset.box,
-                         iou_threshold=float(config.crop.iou_threshold))
+                         iou_threshold=float(config.crop.iou_threshold),
+                         found_again=np.asarray(outputs["redetected"], bool))
     flags = rates["flags"]
     parts = {"success": rates["rate"], "detected": rates["detected_rate"], "valid": rates["valid_rate"],
              "deidentified": rates["deidentified_rate"]}

@@ -27,6 +27,7 @@ from jaxdeid.deid.step import cast_floating, make_private_step
 OVERRIDES = [
     "recognizer.judges=('mobilenetv3',)",
     "crop.score_threshold=0.0",   # a random detector's scores are ~0.1: count every peak as a face
+    "crop.iou_threshold=0.0",     # ... and its peak may move in the released frame: any re-detection counts
     "deid.max_iters=1",
 ]
 THRESHOLD = 2.0  # above every cosine similarity: each sample is done after one iteration
@@ -94,8 +95,9 @@ def test_bf16_step_is_close_to_float32(steps):
     assert difference.max() < 2 / 255 and difference.mean() < 0.5 / 255, (difference.max(), difference.mean())
     assert difference.max() > 0             # bf16 really ran
     np.testing.assert_allclose(diag16["similarities"], diag32["similarities"], atol=0.02)
-    # float32: the loop's similarities are the deciding ones (no second judgement).
-    np.testing.assert_array_equal(diag32["loop_similarities"], diag32["similarities"])
+    # float32: the deciding similarities are the loop's and the released frame's views (no second judgement).
+    np.testing.assert_array_equal(np.maximum(diag32["loop_similarities"], diag32["frame_similarities"]),
+                                  diag32["similarities"])
 
 
 def test_bf16_success_is_decided_by_float32_judges(steps):

@@ -61,9 +61,11 @@ def assert_same(a, b):
     frames_a, diag_a = a
     frames_b, diag_b = b
     np.testing.assert_allclose(frames_a, frames_b, atol=2e-4)
-    for name in ("iterations", "detected", "multiple_faces", "valid", "deidentified", "success", "fallback"):
+    for name in ("iterations", "detected", "multiple_faces", "valid", "redetected", "deidentified", "success",
+                 "fallback", "replaced_mask"):
         np.testing.assert_array_equal(diag_a[name], diag_b[name], err_msg=name)
-    for name in ("similarities", "loop_similarities", "box", "score", "second_score", "latents", "private_faces"):
+    for name in ("similarities", "loop_similarities", "frame_similarities", "box", "score", "second_score",
+                 "released_box", "latents", "private_faces"):
         np.testing.assert_allclose(diag_a[name], diag_b[name], atol=2e-4, err_msg=name)
 
 
@@ -103,13 +105,14 @@ def test_done_samples_are_frozen_and_fused_matches_staged(setup):
     """A threshold between the two samples' first-step similarities: one is done after one
     step (latents frozen there), the other keeps going; fused and staged agree."""
     _, first = run(setup, "fused", 2.0)
-    worst = first["similarities"].max(axis=1)        # what must fall below the threshold
+    worst = first["loop_similarities"].max(axis=1)   # what the loop must bring below the threshold
     low, high = int(np.argmin(worst)), int(np.argmax(worst))
     assert worst[high] - worst[low] > 1e-4, f"the two samples are too alike to split: {worst}"
     threshold = float(0.5 * (worst[low] + worst[high]))
     frames, diag = run(setup, "fused", threshold)
-    assert diag["iterations"][low] == 1 and diag["deidentified"][low]
-    assert diag["iterations"][high] > 1
+    assert diag["iterations"][low] == 1 and diag["iterations"][high] > 1
+    # The decision also needs every view of the released frame below the threshold.
+    np.testing.assert_array_equal(diag["deidentified"], (diag["similarities"] < threshold).all(axis=1))
     assert (diag["iterations"] <= setup["config"].deid.max_iters).all()
     np.testing.assert_array_equal(diag["latents"][low], first["latents"][low])
     np.testing.assert_array_equal(diag["private_faces"][low], first["private_faces"][low])
@@ -117,50 +120,160 @@ def test_done_samples_are_frozen_and_fused_matches_staged(setup):
     assert_same((frames, diag), run(setup, "staged", threshold))
 
 
+class BrightCellDetector(nn.Module):
+    """Test double for the face detector: a confident heat-map peak on every bright 4x4 cell.
+
+    Returns the real detector's heads (stride 4) so the step's own decoding runs on them;
+    every box is a quarter of the frame a side.
+    """
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        batch, height, width, _ = images.shape
+        grid_h, grid_w = height // 4, width // 4
+        cells = images.mean(-1).reshape(batch, grid_h, 4, grid_w, 4).mean(axis=(2, 4))
+        return {"heatmap_logits": (40.0 * (cells - 0.5))[..., None],
+                "size": jnp.full((batch, grid_h, grid_w, 2), 0.25 * grid_h),
+                "offset": jnp.full((batch, grid_h, grid_w, 2), 0.5)}
+
+
 @pytest.fixture(scope="module")
-def finish():
-    """The finish stage alone (paste back / fallbacks), jitted once for the two tests below."""
+def release():
+    """The release stage alone (paste back, the released-frame decision, fallbacks) for the
+    baseline PGGAN (no light networks) with the bright-cell detector and random judges."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(jaxdeid.crop, "make_detector", lambda config: BrightCellDetector())
     config = get_config("smoke", OVERRIDES + ["crop.score_threshold=0.5"])
     stages = make_stages(config, "pggan")
-    return config, stages, jax.jit(stages.finish)
+    patch.undo()
+    params = {"detector": {}, "judges": _random_judges(config)}
+    archs = tuple(a for a, _ in stages.networks.judges)
+
+    @jax.jit
+    def run_release(frames, boxes, scores, second, private, inputs, loop_sims, threshold):
+        originals = jax.vmap(lambda f, b: crop_aligned(config, f, b))(frames, boxes)
+        refs = jnp.stack([stages.embed(params, a, originals) for a in archs])
+        return stages.release(params, params, stages.embed, frames, boxes, scores, second, private, inputs, refs,
+                              loop_sims, threshold)
+
+    def call(frames, boxes, private, inputs=None, scores=None, loop_sims=None, threshold=2.0):
+        n = frames.shape[0]
+        return jax.tree_util.tree_map(np.asarray, run_release(
+            jnp.asarray(frames, jnp.float32), jnp.asarray(boxes, jnp.float32),
+            jnp.full((n,), 0.9) if scores is None else jnp.asarray(scores), jnp.zeros((n,)),
+            jnp.asarray(private, jnp.float32), jnp.asarray(private if inputs is None else inputs, jnp.float32),
+            jnp.zeros((n, len(archs))) if loop_sims is None else jnp.asarray(loop_sims), jnp.float32(threshold)))
+
+    return config, stages, call
 
 
-def test_no_face_blurs_the_whole_frame(finish):
-    """No face -> whole frame pixelated; success -> face pasted back."""
-    config, stages, finish_fn = finish
+def _random_judges(config):
+    from jaxdeid.deid.pipeline import quick_random_variables
+    return {a: quick_random_variables(config, "pggan", f"judges/{a}", seed=3) for a in config.recognizer.judges}
+
+
+def crop_aligned(config, frame, box):
+    from jaxdeid.crop import ops
+    return ops.aligned_crop(frame[None], box[None], config.data.resolution, config.crop.align_margin)[0]
+
+
+def _faces(n, res):
+    """Faces the bright-cell detector finds at their centre: dim, with a bright middle."""
+    faces = np.full((n, res, res, 3), 0.3, np.float32)
+    faces[:, res // 2 - res // 6:res // 2 + res // 6, res // 2 - res // 6:res // 2 + res // 6] = 0.95
+    return faces
+
+
+def _dark_frames(n, side, seed=3):
+    return 0.1 + 0.05 * np.asarray(jax.random.uniform(jax.random.PRNGKey(seed), (n, side, side, 3)))
+
+
+def test_no_face_pixelates_the_whole_frame_and_a_success_replaces_the_whole_square(release):
+    """No face -> whole frame pixelated; success -> the private face inside a square none of
+    whose pixels is the input's, the rest of the frame untouched, and the mask says so."""
+    config, stages, call = release
     side, res = config.data.scene_resolution, config.data.resolution
-    frames = jax.random.uniform(jax.random.PRNGKey(3), (2, side, side, 3))
-    boxes = jnp.asarray([[0.3, 0.3, 0.7, 0.7]] * 2, jnp.float32)
-    faces = jnp.full((2, res, res, 3), 0.5)
-    out, flags = finish_fn(frames, boxes, jnp.asarray([0.1, 0.9]), jnp.zeros((2,)), faces, faces,
-                           jnp.asarray([True, True]))
-    out, frames = np.asarray(out), np.asarray(frames)
+    frames = _dark_frames(2, side)
+    boxes = np.asarray([[0.375, 0.375, 0.625, 0.625]] * 2, np.float32)
+    faces = _faces(2, res)                                 # the detector finds it again
+    out, flags = call(frames, boxes, faces, scores=[0.1, 0.9])
     assert not flags["detected"][0] and flags["fallback"][0] and not flags["success"][0]
-    cells = config.deid.fallback_frame_cells
-    block = side // cells
-    # Pixelated: constant within each block, and nowhere equal to the input frame.
+    block = side // config.deid.fallback_frame_cells
     np.testing.assert_allclose(out[0, :block, :block], out[0, 0, 0] * np.ones((block, block, 3)), atol=1e-6)
-    assert np.abs(out[0] - frames[0]).mean() > 0.05
-    assert flags["success"][1] and not flags["fallback"][1]
-    np.testing.assert_allclose(out[1, side // 2, side // 2], 0.5, atol=1e-5)    # the private face
-    np.testing.assert_array_equal(out[1, 0, 0], frames[1, 0, 0])               # outside: untouched
+    assert np.abs(out[0] - frames[0]).min() > 0 and flags["replaced_mask"][0].min() == 1.0
+    assert flags["redetected"][1] and flags["success"][1] and not flags["fallback"][1]
+    np.testing.assert_allclose(out[1, side // 2, side // 2], 0.95, atol=1e-5)    # the private face
+    mask = flags["replaced_mask"][1] > 0
+    assert not np.any(np.isclose(out[1][mask], frames[1][mask], atol=1e-7).all(axis=-1))  # no input pixel inside
+    np.testing.assert_array_equal(out[1][~mask], frames[1][~mask])                        # outside: untouched
+    # The replaced square is the fallback square: the face box grown by deid.fallback_margin.
+    side_px = mask.any(axis=1).sum()
+    assert side_px == pytest.approx((1 + 2 * config.deid.fallback_margin) * 0.25 * side, abs=1.5)
     # A confident but degenerate (3 px) box is not a face: whole-frame fallback too.
     tiny = jnp.asarray([[0.5, 0.5, 0.5 + 3 / side, 0.5 + 3 / side]], jnp.float32)
     assert not bool(stages.found(tiny, jnp.asarray([0.99]), jnp.asarray([0.0]))[0])
 
 
-def test_nan_or_dark_faces_are_not_valid(finish):
-    config, _, finish_fn = finish
+def test_nan_dark_or_vanished_faces_are_not_valid(release):
+    config, _, call = release
     side, res = config.data.scene_resolution, config.data.resolution
-    frames = jnp.full((2, side, side, 3), 0.2)
-    faces = jnp.full((2, res, res, 3), 0.2).at[0, 3, 3, 0].set(jnp.nan).at[1].set(0.01)   # NaN; too dark
-    out, flags = finish_fn(frames, jnp.asarray([[0.3, 0.3, 0.7, 0.7]] * 2), jnp.asarray([0.9, 0.9]), jnp.zeros((2,)),
-                           faces, jnp.full((2, res, res, 3), 0.2), jnp.asarray([True, True]))
-    assert not np.asarray(flags["valid"]).any() and np.asarray(flags["fallback"]).all()
-    assert np.isfinite(np.asarray(out)).all()
-    # The fallback really replaced the face square: pixelating a flat frame keeps it flat,
-    # so check the flags, and that no NaN leaked into the frame.
-    assert np.asarray(flags["detected"]).all() and not np.asarray(flags["success"]).any()
+    frames = _dark_frames(3, side)
+    boxes = np.asarray([[0.375, 0.375, 0.625, 0.625]] * 3, np.float32)
+    faces = _faces(3, res)
+    faces[0, 3, 3, 0] = np.nan         # not finite
+    faces[1] = 0.01                    # far darker than the input face
+    faces[2] = 0.12                    # as bright as its input, but no face is found there any more
+    inputs = _faces(3, res)
+    inputs[2] = 0.12
+    out, flags = call(frames, boxes, faces, inputs=inputs)
+    assert not flags["valid"].any() and flags["fallback"].all() and flags["detected"].all()
+    assert flags["redetected"][1] is not None and not flags["redetected"][2]
+    assert np.isfinite(out).all()
+
+
+def test_the_decision_is_taken_on_the_released_frame(release):
+    """The loop saw only dissimilar faces (similarities 0), but the released frame still shows
+    the original face: its views match the reference, so it is not a success."""
+    config, _, call = release
+    side = config.data.scene_resolution
+    frames = _dark_frames(1, side)
+    frames[:, 20:44, 20:44] = 0.9 - 0.3 * np.asarray(jax.random.uniform(jax.random.PRNGKey(5), (1, 24, 24, 3)))
+    boxes = np.asarray([[0.375, 0.375, 0.625, 0.625]], np.float32)
+    original = np.stack([np.asarray(crop_aligned(config, jnp.asarray(frames[0]), jnp.asarray(boxes[0])))])
+    out, flags = call(frames, boxes, original, threshold=0.9)
+    assert (flags["frame_similarities"].max(axis=1) > 0.9).all()
+    assert not flags["deidentified"][0] and not flags["success"][0] and flags["fallback"][0]
+    np.testing.assert_array_equal(flags["similarities"], np.maximum(0.0, flags["frame_similarities"]))
+
+
+@pytest.mark.parametrize("shift", ["up", "down", "left", "right", "diagonal", "larger"])
+# (the bright-cell detector's boxes are a quarter of the frame, so the step's box is that size)
+def test_no_pixel_of_the_true_face_stays_original_when_the_box_is_off_by_iou_half(release, shift):
+    """The step's box sits at IoU 0.5 from the true face box; a frame released as private keeps
+    no original pixel inside the true box (the replaced square covers it)."""
+    from jaxdeid.crop.ops import box_iou
+
+    config, _, call = release
+    side, res = config.data.scene_resolution, config.data.resolution
+    s = 0.25
+    true = np.asarray([0.375, 0.375, 0.625, 0.625], np.float32)
+    d = s / 3                                   # equal boxes shifted by a third of a side: IoU 1/2
+    dd = s * (1 - np.sqrt(2 / 3))              # the diagonal shift with IoU 1/2
+    offsets = {"up": (-d, 0), "down": (d, 0), "left": (0, -d), "right": (0, d), "diagonal": (dd, dd)}
+    if shift == "larger":                      # the true face sqrt(2) larger than the box, same centre: IoU 1/2
+        g = 0.5 * s * (np.sqrt(2) - 1)
+        box, true = true, true + np.asarray([-g, -g, g, g], np.float32)
+    else:
+        dy, dx = offsets[shift]
+        box = true + np.asarray([dy, dx, dy, dx], np.float32)
+    assert float(box_iou(jnp.asarray(box[None]), jnp.asarray(true[None]))[0]) == pytest.approx(0.5, abs=0.02)
+    frames = np.asarray(jax.random.uniform(jax.random.PRNGKey(6), (1, side, side, 3))) * 0.3
+    faces = _faces(1, res)
+    out, flags = call(frames, box[None], faces)
+    assert flags["success"][0], "the test needs a frame released as private"
+    y0, x0, y1, x1 = np.round(true * side).astype(int)
+    assert (flags["replaced_mask"][0, y0:y1, x0:x1] == 1.0).all()
+    assert not np.isclose(out[0, y0:y1, x0:x1], frames[0, y0:y1, x0:x1], atol=1e-7).all(axis=-1).any()
 
 
 def test_decode_reports_the_best_score_outside_the_face_square():
@@ -182,23 +295,6 @@ def test_decode_reports_the_best_score_outside_the_face_square():
     np.testing.assert_allclose(decode(heads, exclusion_margin=0.5)[2][2], sigmoid(-6.0), rtol=1e-5)
 
 
-class BrightCellDetector(nn.Module):
-    """Test double for the face detector: a confident heat-map peak on every bright 4x4 cell.
-
-    Returns the real detector's heads (stride 4) so the step's own decoding runs on them;
-    every box is a quarter of the frame a side.
-    """
-
-    @nn.compact
-    def __call__(self, images, train: bool = False):
-        batch, height, width, _ = images.shape
-        grid_h, grid_w = height // 4, width // 4
-        cells = images.mean(-1).reshape(batch, grid_h, 4, grid_w, 4).mean(axis=(2, 4))
-        return {"heatmap_logits": (40.0 * (cells - 0.5))[..., None],
-                "size": jnp.full((batch, grid_h, grid_w, 2), 0.25 * grid_h),
-                "offset": jnp.full((batch, grid_h, grid_w, 2), 0.5)}
-
-
 def test_second_face_pixelates_the_whole_frame(monkeypatch):
     """Detect + finish on a frame with two faces (two confident peaks) and one with one face."""
     monkeypatch.setattr(jaxdeid.crop, "make_detector", lambda config: BrightCellDetector())
@@ -208,12 +304,16 @@ def test_second_face_pixelates_the_whole_frame(monkeypatch):
     frames = 0.1 + 0.05 * np.asarray(jax.random.uniform(jax.random.PRNGKey(4), (2, side, side, 3)))
     frames[:, 12:20, 12:20] = 0.9            # a face in both frames (peak cell (3, 3))
     frames[0, 44:52, 44:52] = 0.9            # a second face in frame 0, far outside the first's square
-    faces = jnp.full((2, res, res, 3), 0.5)
+    faces = jnp.asarray(_faces(2, res))      # found again in the released frame
+
+    params = {"detector": {}, "judges": _random_judges(config)}
 
     @jax.jit
     def detect_and_finish(frames):
-        boxes, scores, second = stages.detect({"detector": {}}, frames)
-        out, flags = stages.finish(frames, boxes, scores, second, faces, faces, jnp.asarray([True, True]))
+        boxes, scores, second = stages.detect(params, frames)
+        refs = jnp.stack([stages.embed(params, a, faces) for a, _ in stages.networks.judges])
+        out, flags = stages.release(params, params, stages.embed, frames, boxes, scores, second, faces, faces, refs,
+                                    jnp.zeros((2, len(refs))), jnp.float32(2.0))
         return out, flags, second
 
     out, flags, second = jax.tree_util.tree_map(np.asarray, detect_and_finish(jnp.asarray(frames, jnp.float32)))
@@ -226,7 +326,7 @@ def test_second_face_pixelates_the_whole_frame(monkeypatch):
     assert np.abs(out[0, 44:52, 44:52] - frames[0, 44:52, 44:52]).min() > 0.05
     # One face: unaffected by the check, the private face pasted, the rest of the frame untouched.
     assert not flags["multiple_faces"][1] and flags["detected"][1] and flags["success"][1]
-    np.testing.assert_allclose(out[1, 16, 16], 0.5, atol=1e-5)
+    np.testing.assert_allclose(out[1, 14, 14], 0.95, atol=1e-5)
     np.testing.assert_array_equal(out[1, 40:, 40:], frames[1, 40:, 40:])
 
 

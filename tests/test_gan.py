@@ -44,10 +44,8 @@ def built(cfg):
                     "logits": D.apply(d_vars, images),
                     "truncated": G.apply(g_vars, z, method="map", truncation_psi=0.0),
                     "w_avg": average_latent(G, g_vars),
-                    # R1 (a double backward, costly to compile) here for StyleGAN2; the training
-                    # test checks the R1 term of every arch.
-                    "r1": (r1_penalty(lambda im: D.apply(d_vars, im), images) if arch == "stylegan2"
-                           else jnp.ones(()))}
+                    # R1 (a double backward) of every discriminator.
+                    "r1": r1_penalty(lambda im: D.apply(d_vars, im), images)}
 
         out[arch] = (G, D, jax.jit(probe)(jax.random.PRNGKey(0)))
     return out

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("jaxdeid.encoder", reason="jaxdeid.encoder (latent encoders) has not landed yet")
 
 # Two private steps and ~8 networks to compile: ~2-3 min of CPU on 2 cores.
 pytestmark = pytest.mark.slow

@@ -44,10 +44,12 @@ _STEP_SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
     from jaxdeid.configs import get_config
-    from jaxdeid.deid.pipeline import quick_random_params
+    from jaxdeid.deid.pipeline import quick_random_params, with_face_sized_boxes
     from jaxdeid.deid.step import make_jitted_private_step
-    config = get_config("smoke", ["deid.max_iters=3", "recognizer.judges=('mobilenetv3',)"])
-    params = quick_random_params(config, "pggan", seed=0)
+    # Every peak a face (score threshold 0) and face-sized boxes: the noise loop runs.
+    config = get_config("smoke", ["deid.max_iters=3", "recognizer.judges=('mobilenetv3',)",
+                                  "crop.score_threshold=0.0"])
+    params = with_face_sized_boxes(quick_random_params(config, "pggan", seed=0), config)
     x = np.random.default_rng(0).uniform(0, 0.3, (4, 64, 64, 3)).astype(np.float32)
     frames, diag = make_jitted_private_step(config, "pggan")(params, x, jax.random.PRNGKey(1), 0.9995)
     np.save({out!r}, np.asarray(frames))
@@ -70,4 +72,5 @@ def test_private_step_sharded_matches_one_device(tmp_path):
     (one, frames1), (four, frames4) = results[1], results[4]
     assert four["devices"] == 4 and four["shards"] == 4
     assert one["iterations"] == four["iterations"]
+    assert sum(one["iterations"]) > 0, "the comparison must run the noise loop, not only the fallbacks"
     np.testing.assert_allclose(frames1, frames4, atol=2e-4)

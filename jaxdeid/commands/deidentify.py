@@ -20,6 +20,10 @@ What is written under OUT, for ``IN/a/b.jpg`` (the last suffix is replaced, so
     the whole frame) pixelated beyond recognition. Never named as a private image;
   * ``OUT/a/b.UNTRAINED_NOT_PRIVATE.png``  instead of either when any network ran with
     random weights (``--allow-untrained``): status ``untrained``, never private;
+  * ``OUT/a/b.WEAKENED_NOT_PRIVATE.png``   instead of either when a privacy setting is
+    weaker than the preset's default (a higher judge threshold, fewer judges, judging one
+    view, a lower detector threshold, ...; `jaxdeid.deid.pipeline.weakened_settings`):
+    status ``weakened_settings``, never private, the settings listed in every report;
   * ``OUT/a/b.json``                   the per-file report: status, box, detector score,
     iterations, every judge's similarity, the success flags, the conversions applied
     when reading, and which networks were untrained;
@@ -60,7 +64,9 @@ from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_fla
 PRIVATE_SUFFIX = ".png"
 FALLBACK_SUFFIX = ".FALLBACK_BLURRED.png"
 UNTRAINED_SUFFIX = ".UNTRAINED_NOT_PRIVATE.png"
-IMAGE_SUFFIXES = (PRIVATE_SUFFIX, FALLBACK_SUFFIX, UNTRAINED_SUFFIX)   # every image output of one input
+WEAKENED_SUFFIX = ".WEAKENED_NOT_PRIVATE.png"
+# Every image output of one input.
+IMAGE_SUFFIXES = (PRIVATE_SUFFIX, FALLBACK_SUFFIX, UNTRAINED_SUFFIX, WEAKENED_SUFFIX)
 REPORT_SUFFIX = ".json"
 SUMMARY_NAME = "summary.json"
 
@@ -134,31 +140,6 @@ def box_to_pixels(box: np.ndarray, geometry, side: int, height: int, width: int)
             round(min(max((y1 - top) * sy, 0.0), height), 2), round(min(max((x1 - left) * sx, 0.0), width), 2)]
 
 
-def changed_region_masks(config, boxes: np.ndarray, flags: dict, side: int) -> np.ndarray:
-    """Per frame [B, S, S, 1]: where the private step replaced pixels (1) and where it kept them (0).
-
-    Mirrors `jaxdeid.deid.step`'s finish stage: success -> the feathered aligned square;
-    fallback with a face -> the grown fallback square (hard edge); no face -> everything.
-    """
-    import jax.numpy as jnp
-
-    from ..crop import ops
-
-    masks = []
-    for i in range(boxes.shape[0]):
-        box = jnp.asarray(boxes[i:i + 1])
-        if flags["success"][i]:
-            region = ops.square_boxes(box, (side, side), float(config.crop.align_margin))[0]
-            mask = ops.feather_mask((side, side), region, float(config.crop.feather))
-        elif flags["detected"][i]:
-            region = ops.square_boxes(box, (side, side), float(config.deid.fallback_margin))[0]
-            mask = ops.feather_mask((side, side), region, 0.0)
-        else:
-            mask = jnp.ones((side, side, 1), jnp.float32)
-        masks.append(np.asarray(mask, np.float32))
-    return np.stack(masks)
-
-
 # --------------------------------------------------------------------------- outputs
 
 
@@ -225,10 +206,10 @@ def stale_natural_outputs(stems: dict[Path, Path], root: Path, *, taken=()) -> l
 
 def exit_status(counts: dict) -> int:
     """0 only when every file is private (trained networks); 1 when nothing was processed; else 3."""
-    processed = counts["private"] + counts["fallback"] + counts["untrained"]
+    processed = counts["private"] + counts["fallback"] + counts["untrained"] + counts.get("weakened", 0)
     if processed == 0:
         return EXIT_FAILED
-    partial = counts["fallback"] or counts["rejected"] or counts["untrained"]
+    partial = counts["fallback"] or counts["rejected"] or counts["untrained"] or counts.get("weakened", 0)
     return EXIT_PARTIAL if partial else EXIT_OK
 
 
@@ -252,7 +233,8 @@ def _finite_or_none(x: float):
 
 
 def file_report(path: Path, written: Path, diag: dict, i: int, *, config, method: str, judges: list[str],
-                geometry, side: int, size: tuple[int, int], notes: list[str], untrained: list[str]) -> dict:
+                geometry, side: int, size: tuple[int, int], notes: list[str], untrained: list[str],
+                weakened: list[str] = ()) -> dict:
     """The JSON report of one processed file (row `i` of the step's diagnostics).
 
     Every float goes through `_finite_or_none`, so a NaN score, similarity or box
@@ -270,8 +252,8 @@ def file_report(path: Path, written: Path, diag: dict, i: int, *, config, method
     box = np.asarray(diag["box"][i], np.float64)
     report = {
         "input": str(path), "output": str(written),
-        "status": "untrained" if untrained else step_status, "method": method,
-        "fallback": not step_success, "success": step_success and not untrained,
+        "status": "untrained" if untrained else "weakened_settings" if weakened else step_status, "method": method,
+        "fallback": not step_success, "success": step_success and not untrained and not weakened,
         "step_status": step_status, "step_success": step_success, "detected": detected,
         "multiple_faces": multiple,
         "valid": bool(diag["valid"][i]), "deidentified": bool(diag["deidentified"][i]),
@@ -282,10 +264,17 @@ def file_report(path: Path, written: Path, diag: dict, i: int, *, config, method
         "box": box_to_pixels(box, geometry, side, height, width) if np.isfinite(box).all() else None,
         "box_format": "(y0, x0, y1, x1) pixels of the input image",
         "size": [height, width], "read_notes": notes, "untrained_networks": untrained,
+        "weakened_settings": list(weakened),
+        "redetected": bool(diag["redetected"][i]) if "redetected" in diag else None,
+        "frame_similarities": ({a: _finite_or_none(diag["frame_similarities"][i, j]) for j, a in enumerate(judges)}
+                               if "frame_similarities" in diag else None),
     }
     why = []
     if untrained:
         why.append(f"untrained (random) networks: {', '.join(untrained)}; not private whatever the step did")
+    if weakened:
+        why.append(f"privacy settings weaker than the defaults: {'; '.join(weakened)}; not private whatever "
+                   f"the step did")
     if not step_success:
         if not detected:
             why.append("more than one face found (whole frame pixelated)" if multiple
@@ -306,7 +295,7 @@ def main(args) -> int:
     import jax
 
     from ..data import ImageError, read_image, scan_folder, write_image
-    from ..deid.pipeline import load_params
+    from ..deid.pipeline import load_params, weakened_settings
     from ..deid.step import make_jitted_private_step
     from ..progress import progress
 
@@ -366,14 +355,16 @@ def main(args) -> int:
 
     for path, reason in rejected:
         reject(path, reason)
-    counts = {"private": 0, "fallback": 0, "untrained": 0, "rejected": len(rejected)}
+    counts = {"private": 0, "fallback": 0, "untrained": 0, "weakened": 0, "rejected": len(rejected)}
+    weakened = weakened_settings(config)
 
     def write_summary(untrained: list[str]) -> None:
         _write_report(out_root / SUMMARY_NAME, {
             "input": str(in_root), "output": str(out_root), "method": method, "preset": config.preset,
             "files": sum(counts.values()), **counts,
             "rejected_files": [{"path": str(p), "reason": r} for p, r in rejected],
-            "untrained_networks": untrained, "wall_s": round(time.perf_counter() - started, 2)})
+            "untrained_networks": untrained, "weakened_settings": weakened,
+            "wall_s": round(time.perf_counter() - started, 2)})
 
     if not good:
         write_summary([])
@@ -388,6 +379,9 @@ def main(args) -> int:
     if untrained:
         print(f"warning: running with UNTRAINED (random) {', '.join(untrained)} (--allow-untrained); "
               f"no output is private: every image is written as *{UNTRAINED_SUFFIX}", file=sys.stderr)
+    elif weakened:
+        print(f"warning: privacy settings weaker than the {config.preset} defaults ({'; '.join(weakened)}); "
+              f"no output is private: every image is written as *{WEAKENED_SUFFIX}", file=sys.stderr)
 
     step = make_jitted_private_step(config, method)
     judges = list(step.judges) if hasattr(step, "judges") else list(config.recognizer.judges)
@@ -418,23 +412,23 @@ def main(args) -> int:
         private, diag = step(params, frames, jax.random.fold_in(base_key, batch_index))
         private = np.asarray(private)
         diag = {k: np.asarray(v) for k, v in diag.items() if k in (
-            "iterations", "similarities", "box", "score", "detected", "multiple_faces", "valid", "deidentified",
-            "success", "fallback")}
-        masks = changed_region_masks(config, diag["box"], diag, side)
+            "iterations", "similarities", "frame_similarities", "box", "score", "detected", "multiple_faces",
+            "valid", "redetected", "deidentified", "success", "fallback", "replaced_mask")}
         for i, (path, image, notes, _, geometry) in enumerate(items):
             height, width = image.shape[:2]
-            # Back to the original size: replaced region from the network, the rest untouched
-            # (np.where, so nothing the step produced outside its region can reach the file).
-            mask = unletterbox(np.repeat(masks[i], 3, axis=-1), geometry, height, width)
-            result = np.where(mask > 0, mask * unletterbox(private[i], geometry, height, width)
-                              + (1.0 - mask) * image, image)
+            # Back to the original size: the region the step replaced (its own mask) is the step's
+            # output, every pixel the mask touches even partly after resizing, so no input pixel
+            # survives inside it; the rest is the untouched input (np.where: nothing the step
+            # produced outside its region can reach the file).
+            mask = unletterbox(np.repeat(diag["replaced_mask"][i][..., None], 3, axis=-1), geometry, height, width)
+            result = np.where(mask > 0, unletterbox(private[i], geometry, height, width), image)
             success = bool(diag["success"][i])
             stem = out_root / stems[path]
-            written = output_file(stem, UNTRAINED_SUFFIX if untrained else
+            written = output_file(stem, UNTRAINED_SUFFIX if untrained else WEAKENED_SUFFIX if weakened else
                                   PRIVATE_SUFFIX if success else FALLBACK_SUFFIX)
             report = file_report(path, written, diag, i, config=config, method=method, judges=judges,
                                  geometry=geometry, side=side, size=(height, width), notes=notes,
-                                 untrained=untrained)
+                                 untrained=untrained, weakened=weakened)
             try:
                 remove_outputs(path, keep=written)   # first: a failed write must not leave a stale private file
                 write_image(written, result)
@@ -443,8 +437,8 @@ def main(args) -> int:
                 file_rejected(path, f"cannot write its output {written} ({type(err).__name__}: {err})")
                 bar.update(1)
                 continue
-            counts["untrained" if untrained else "private" if success else "fallback"] += 1
-            if untrained or not success:
+            counts["untrained" if untrained else "weakened" if weakened else "private" if success else "fallback"] += 1
+            if untrained or weakened or not success:
                 print(f"{report['status']}: {path}: {report['reason']} -> {written.name}", file=sys.stderr)
             bar.update(1)
     bar.close()
@@ -452,6 +446,7 @@ def main(args) -> int:
     write_summary(untrained)
     print(f"deidentify ({method}): {counts['private']} private, {counts['fallback']} fallback (pixelated, "
           f"flagged {FALLBACK_SUFFIX}), {counts['untrained']} untrained (*{UNTRAINED_SUFFIX}), "
+          f"{counts['weakened']} with weakened settings (*{WEAKENED_SUFFIX}), "
           f"{counts['rejected']} rejected; reports in {out_root}")
     status = exit_status(counts)
     if status == EXIT_FAILED:

@@ -7,11 +7,13 @@
 """
 
 from .detector import FaceDetector, decode, detect, detect_and_crop, detection_loss, make_detector
-from .ops import aligned_crop, box_iou, crop, expand_boxes, paste_back, paste_back_aligned, square_boxes
+from .ops import (aligned_crop, box_iou, crop, expand_boxes, feather_mask, paste_back, paste_back_aligned,
+                  square_boxes)
 from .train import detection_rate, detection_stats, load_trained, make_cropper, make_task
 
 __all__ = [
     "FaceDetector", "decode", "detect", "detect_and_crop", "detection_loss", "make_detector",
-    "aligned_crop", "box_iou", "crop", "expand_boxes", "paste_back", "paste_back_aligned", "square_boxes",
+    "aligned_crop", "box_iou", "crop", "expand_boxes", "feather_mask", "paste_back", "paste_back_aligned",
+    "square_boxes",
     "detection_rate", "detection_stats", "load_trained", "make_cropper", "make_task",
 ]

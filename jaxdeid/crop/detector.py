@@ -30,7 +30,7 @@ from . import ops
 
 # CenterNet initialises the heatmap bias to -log((1 - pi) / pi) with pi = 0.1, so the
 # focal loss starts from "no face anywhere" instead of being swamped by the background.
-_HEATMAP_PRIOR_BIAS = -2.19
+HEATMAP_PRIOR_BIAS = -2.19
 
 
 class ResidualBlock(nn.Module):
@@ -98,7 +98,7 @@ class FaceDetector(nn.Module):
         # sides of 0.25-0.6 of the frame in tens of steps instead of hundreds.
         grid = jnp.asarray([y.shape[1], y.shape[2]], y.dtype)
         return {
-            "heatmap_logits": head("heatmap", 1, nn.initializers.constant(_HEATMAP_PRIOR_BIAS)),
+            "heatmap_logits": head("heatmap", 1, nn.initializers.constant(HEATMAP_PRIOR_BIAS)),
             "size": head("size", 2) * grid,
             "offset": head("offset", 2),
         }

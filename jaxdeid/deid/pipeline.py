@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from ..crop.detector import HEATMAP_PRIOR_BIAS
 from .step import GENERATOR_ARCH, check_method, make_encoder_module, uses_light_networks
 
 
@@ -156,6 +157,11 @@ def quick_random_variables(config, method: str, name: str, seed: int = 0) -> Any
         shape, dtype = leaf.shape, leaf.dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             return jnp.zeros(shape, dtype)
+        if name == "detector" and leaf_name == "bias" and len(path) > 1 and \
+                str(getattr(path[-2], "key", "")) == "heatmap":
+            # The detector's own initial face prior (scores ~0.1, CenterNet), not 0 (scores ~0.5,
+            # which the second-face test would read as a face in every cell).
+            return jnp.full(shape, HEATMAP_PRIOR_BIAS, dtype)
         if leaf_name in ("var", "scale"):
             return jnp.ones(shape, dtype)
         if leaf_name in ("bias", "mean", "w_avg") or len(shape) == 0:
@@ -175,16 +181,20 @@ def quick_random_params(config, method: str, seed: int = 0) -> dict[str, Any]:
 
 
 def with_face_sized_boxes(params, config, fraction: float = 0.4) -> dict[str, Any]:
-    """`params` with the detector's box-size bias set to `fraction` of the frame.
+    """`params` with the detector's box-size bias set so boxes are about `fraction` of the frame.
 
     An untrained CenterNet's size head predicts ~0-pixel boxes (its bias starts at 0), which
     the private step rightly treats as "no face", so with random weights the noise loop
     would never run. Tests and benchmarks that need it to run use this; the box centre
-    (the heat-map peak) still comes from the network.
+    (the heat-map peak) still comes from the network. The size head regresses the side as
+    a fraction of the frame (the detector rescales it to output cells itself), so the bias
+    is the fraction, and its kernel is zeroed.
     """
-    grid = config.data.scene_resolution / 4     # CenterNet output stride 4
+    del config   # the bias does not depend on the frame size
     detector = dict(params["detector"]["params"])
-    detector["size"] = {**detector["size"], "bias": jnp.full((2,), fraction * grid, jnp.float32)}
+    # Kernel 0: every box is `fraction` of the frame a side, wherever the peak lands.
+    detector["size"] = {"kernel": jnp.zeros_like(detector["size"]["kernel"]),
+                        "bias": jnp.full((2,), fraction, jnp.float32)}
     return {**params, "detector": {**params["detector"], "params": detector}}
 
 
@@ -223,3 +233,38 @@ def load_params(config, method: str, *, allow_untrained: bool = False, key: jax.
             f"train them first:\n{lines}\n(or pass --allow-untrained to run with random weights: "
             f"a demo/test only, its faces are not meaningful)")
     return _nest(flat), missing
+
+
+def weakened_settings(config) -> list[str]:
+    """The privacy settings of `config` that are weaker than its preset's defaults, one line each.
+
+    A run with any of them may still make faces the judges reject, but it is not the
+    guarantee the defaults give, so `jaxdeid deidentify` writes no file as private then.
+    """
+    from ..configs import get_config
+
+    default = get_config(str(config.preset))
+    weaker = []
+
+    def check(name, value, base, weaker_if):
+        if weaker_if(value, base):
+            weaker.append(f"{name}={value!r} (default {base!r})")
+
+    check("recognizer.threshold", float(config.recognizer.threshold), float(default.recognizer.threshold),
+          lambda v, b: v > b)
+    missing = [a for a in default.recognizer.judges if a not in tuple(config.recognizer.judges)]
+    if missing:
+        weaker.append(f"recognizer.judges lacks {', '.join(missing)} (default {tuple(default.recognizer.judges)!r})")
+    check("deid.judge_views", str(config.deid.judge_views), str(default.deid.judge_views), lambda v, b: v != b)
+    check("crop.score_threshold", float(config.crop.score_threshold), float(default.crop.score_threshold),
+          lambda v, b: v < b)
+    check("crop.iou_threshold", float(config.crop.iou_threshold), float(default.crop.iou_threshold),
+          lambda v, b: v < b)
+    check("deid.second_face_threshold", float(config.deid.second_face_threshold),
+          float(default.deid.second_face_threshold), lambda v, b: v > b)
+    check("deid.fallback_margin", float(config.deid.fallback_margin), float(default.deid.fallback_margin),
+          lambda v, b: v < b)
+    check("deid.valid_luminance_ratio", float(config.deid.valid_luminance_ratio),
+          float(default.deid.valid_luminance_ratio), lambda v, b: v < b)
+    return weaker
+

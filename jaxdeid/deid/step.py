@@ -16,6 +16,7 @@ meant to be wrapped in ``jax.jit``. Read top to bottom it is the paper's pipelin
         embed with every white-box judge     recognizers, cosine similarity to the ORIGINAL face
         done once every judge's similarity < config.recognizer.threshold
     paste back into the low-light frame      component 8
+    judge the released frame                 detect again, every judge on several crops of it
 
 The "original" face a judge compares with is the face the generator started from:
 the enhanced crop for ours, the low-light crop for the baselines (which see no light
@@ -23,15 +24,29 @@ networks, SPEC §4.5). ``config.deid.judge_views="both"`` makes ours check both 
 normal-light synthesized face and the released, attenuated face (the reported
 similarity per judge is the larger of the two).
 
-FAIL CLOSED. The step never returns an original face as if it were private. A sample
-is a *success* when (SPEC §4.4) the face was detected (score >= crop.score_threshold and
-a box at least ``deid.min_face_pixels`` a side) and is the only face (no heat-map cell
-outside its aligned square scores >= the second-face threshold, see below),
-the output face is valid (finite, mean luminance >= ½ of the input face's) and every
-judge rejects it within ``config.deid.max_iters`` iterations. Every other sample gets a
+FAIL CLOSED, judged on what is released. The step never returns an original face as if
+it were private, and it decides on the frame it would release, not on the generated crop.
+That frame (`release`) is the input with the *fallback square* (the face box grown by
+``deid.fallback_margin`` per side, square) replaced: pixelated, with the generated face
+pasted over it (feathered inside the smaller aligned square, so the blend mixes generated
+and pixelated pixels and no input pixel survives in the square, however far the box is
+off: at IoU 0.5 with the true face the square still covers it). The detector then runs
+again on that frame (enhanced first for ours), and every judge embeds crops of it at the
+box found again, at the original box, at that box 15 % smaller and larger and shifted by
+10 % of its side each way (`frame_views`). A sample is a *success* when (paper §4.3) the
+face was detected (score >= crop.score_threshold and a box at least
+``deid.min_face_pixels`` a side) and is the only face (no heat-map cell outside its
+aligned square scores >= the second-face threshold, see below); the released face is
+valid (finite, mean luminance >= ½ of the input face's, and found again in the released
+frame with score >= crop.score_threshold and IoU >= crop.iou_threshold with its box);
+and every judge rejects both the loop's last faces and every view of the released frame
+(``similarities`` is the larger of the two per judge; ``frame_similarities`` the views'
+alone) within ``config.deid.max_iters`` iterations. ``replaced_mask`` [B, S, S] says
+which pixels a released frame does not keep (1) and which are the input's (0);
+``jaxdeid deidentify`` writes its full-resolution file with it. Every other sample gets a
 *fallback* frame instead, flagged ``fallback=True`` in the diagnostics:
-  * face detected but not a success: the face square, grown by ``deid.fallback_margin``
-    per side, is replaced by the input pixelated to ``deid.fallback_cells`` cells a side;
+  * face detected but not a success: the fallback square is replaced by the input
+    pixelated to ``deid.fallback_cells`` cells a side;
   * no face found: the whole frame is pixelated to ``deid.fallback_frame_cells`` cells.
   * a second face: the whole frame too, flagged ``multiple_faces=True`` (and
     ``detected=False``: "detected" means "one face the step can make private"). The step
@@ -80,6 +95,11 @@ METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
 # The generator each method inverts and perturbs. Ours is StyleGAN2 plus the light
 # networks; the StyleGAN2 baseline is the same generator with no light networks.
 GENERATOR_ARCH = {"ours": "stylegan2", "pggan": "pggan", "stylegan1": "stylegan1", "stylegan2": "stylegan2"}
+
+# Views of a released frame that every judge must reject (`frame_views`): the original box
+# scaled by these factors, and shifted by these fractions of its height and width.
+VIEW_SCALES = (0.85, 1.15)
+VIEW_SHIFTS = ((-0.1, 0.0), (0.1, 0.0), (0.0, -0.1), (0.0, 0.1))
 
 # Rec. 601 luma, the "mean luminance" of SPEC §4.4 (same weights as the light networks and metrics).
 _LUMA = (0.299, 0.587, 0.114)
@@ -201,8 +221,8 @@ class Stages(NamedTuple):
     synthesize: Callable       # (params, w) -> faces in [0, 1]
     attenuate: Callable        # (params, faces, level) -> released faces
     similarities: Callable     # (embeddings [J,B,E], references [J,B,E]) -> [B, J]
-    finish: Callable           # (x_low, boxes, scores, second_scores, private faces, input faces, deidentified)
-                               #   -> frames, flags
+    release: Callable          # (params, judge_params, embed, x_low, boxes, scores, second_scores, private faces,
+                               #  input faces, references, loop similarities, threshold) -> frames, flags
     cast_params: Callable      # (params) -> params in the compute dtype (identity for float32)
     rejudge_float32: bool      # bf16 mode: decide success on float32 judges after the loop
     threshold: float
@@ -218,6 +238,8 @@ def make_stages(config, method: str) -> Stages:
     align_margin = float(config.crop.align_margin)
     feather = float(config.crop.feather)
     score_threshold = float(config.crop.score_threshold)
+    iou_threshold = float(config.crop.iou_threshold)
+    judge_archs = tuple(arch for arch, _ in nets.judges)
     min_frame_side = float(config.data.scene_resolution)
     dc = config.deid
     min_face_pixels = float(dc.min_face_pixels)
@@ -314,32 +336,78 @@ def make_stages(config, method: str) -> Stages:
         # Unit-norm embeddings: the cosine similarity is the dot product (SPEC §4.1).
         return jnp.sum(embeddings * references, axis=-1).T
 
-    def finish(x_low, boxes, scores, second_scores, private_faces, input_faces, deidentified):
+    def replaced_regions(x_low, boxes, detected):
+        # What a released frame does not keep of the input (fail closed, module docstring):
+        # the fallback square around a detected face, the whole frame otherwise. Hard-edged:
+        # every pixel with mask 1 is replaced, every pixel with mask 0 is the input's.
+        squares = crop_ops.square_boxes(boxes, (x_low.shape[1], x_low.shape[2]), float(dc.fallback_margin))
+        square_masks = jax.vmap(lambda s: crop_ops.feather_mask((x_low.shape[1], x_low.shape[2]), s, 0.0))(squares)
+        return squares, jnp.where(detected[:, None, None, None], square_masks, 1.0)
+
+    def frame_views(boxes, released_boxes):
+        # Where a recognizer could look for the face in a released frame: the box found in it,
+        # the original box, and the original box 15 % smaller / larger and shifted by 10 % of
+        # its side each way. [V, B, 4]
+        cy, cx = 0.5 * (boxes[:, 0] + boxes[:, 2]), 0.5 * (boxes[:, 1] + boxes[:, 3])
+        h, w = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+
+        def box(dy, dx, scale):
+            y, x = cy + dy * h, cx + dx * w
+            return jnp.stack([y - 0.5 * scale * h, x - 0.5 * scale * w, y + 0.5 * scale * h, x + 0.5 * scale * w], -1)
+
+        shifted = [box(dy, dx, 1.0) for dy, dx in VIEW_SHIFTS]
+        scaled = [box(0.0, 0.0, s) for s in VIEW_SCALES]
+        return jnp.stack([released_boxes, boxes, *scaled, *shifted])
+
+    def release(params, judge_params, embed, x_low, boxes, scores, second_scores, private_faces, input_faces,
+                references, loop_similarities, threshold):
+        """The released frame of every sample and the decision, taken on that frame (fail closed)."""
         multiple = multiple_faces(second_scores)
         detected = found(boxes, scores, second_scores)   # False with a second face: whole-frame fallback
         finite = jnp.all(jnp.isfinite(private_faces), axis=(1, 2, 3))
         safe_faces = jnp.where(finite[:, None, None, None], private_faces, 0.0)
         bright_enough = mean_luminance(safe_faces) >= dc.valid_luminance_ratio * mean_luminance(input_faces)
-        valid = finite & bright_enough
-        success = detected & valid & deidentified
-        private_frames = crop_ops.paste_back_aligned(x_low, safe_faces, boxes, align_margin, feather)
-        # Fail closed (module docstring): pixelate what may show the real face.
-        squares = crop_ops.square_boxes(boxes, (x_low.shape[1], x_low.shape[2]), float(dc.fallback_margin))
+        squares, replaced = replaced_regions(x_low, boxes, detected)
+        # Face fallback: the fallback square pixelated (its input blown up from a few cells).
         cells = int(dc.fallback_cells)
         blocks = crop_ops.crop(x_low, squares, cells)
         blocks = jax.image.resize(blocks, (blocks.shape[0], resolution, resolution, 3), "nearest")
         face_fallback = crop_ops.paste_back(x_low, blocks, squares, margin=0.0, feather=0.0)
-        frame_fallback = pixelate(x_low, int(dc.fallback_frame_cells))
-        fallback_frames = jnp.where(detected[:, None, None, None], face_fallback, frame_fallback)
-        frames = jnp.where(success[:, None, None, None], private_frames, fallback_frames)
-        flags = {"detected": detected, "multiple_faces": multiple, "valid": valid,
-                 "deidentified": deidentified & detected, "success": success, "fallback": ~success}
+        # A private frame: the generated face pasted, feathered, over that pixelated square, so
+        # the blend ring mixes generated and pixelated pixels and no input pixel survives
+        # inside the fallback square, whatever the box's error.
+        candidates = crop_ops.paste_back_aligned(face_fallback, safe_faces, boxes, align_margin, feather)
+        # The decision is taken on the candidate frame as it would be released: detect again
+        # (on its enhanced version for ours, as the detector sees frames), crop it at every
+        # view, and every judge must reject every view against the original face.
+        seen = enhance(params, candidates)
+        released_boxes, released_scores, _ = detect(params, seen)
+        redetected = (released_scores >= score_threshold) & (crop_ops.box_iou(released_boxes, boxes) >= iou_threshold)
+        views = frame_views(boxes, released_boxes)
+        num_views, batch = views.shape[0], boxes.shape[0]
+        crops = jax.vmap(lambda b: crop_ops.aligned_crop(seen, b, resolution, align_margin))(views)
+        crops = crops.reshape((num_views * batch,) + crops.shape[2:])
+        view_sims = jnp.stack([jnp.sum(embed(judge_params, a, crops).reshape(num_views, batch, -1) * references[j],
+                                       axis=-1) for j, a in enumerate(judge_archs)])    # [J, V, B]
+        frame_similarities = jnp.max(view_sims, axis=1).T                                 # [B, J]
+        similarities = jnp.maximum(loop_similarities, frame_similarities)   # NaN (loop never ran) stays NaN
+        deidentified = detected & jnp.all(similarities < threshold, axis=1)
+        valid = finite & bright_enough & redetected
+        success = detected & valid & deidentified
+        fallback_frames = jnp.where(detected[:, None, None, None], face_fallback, pixelate(x_low, int(
+            dc.fallback_frame_cells)))
+        frames = jnp.where(success[:, None, None, None], candidates, fallback_frames)
+        flags = {"detected": detected, "multiple_faces": multiple, "valid": valid, "redetected": redetected,
+                 "deidentified": deidentified, "success": success, "fallback": ~success,
+                 "similarities": similarities, "frame_similarities": frame_similarities,
+                 "released_box": released_boxes, "released_score": released_scores,
+                 "replaced_mask": replaced[..., 0]}
         return frames, flags
 
     return Stages(networks=nets, enhance=enhance, detect=detect, found=found, multiple_faces=multiple_faces,
                   crop_faces=crop_faces, encode=encode, embed=embed, embed_float32=embed_float32,
                   perturb=perturb, synthesize=synthesize, attenuate=attenuate,
-                  similarities=similarities, finish=finish,
+                  similarities=similarities, release=release,
                   cast_params=to_compute_dtype, rejudge_float32=reduced_precision,
                   threshold=float(config.recognizer.threshold),
                   max_iters=int(dc.max_iters), judge_both_views=(dc.judge_views == "both" and light))
@@ -432,19 +500,19 @@ def make_private_step(config, method: str = "ours") -> Callable:
                           similarities=jnp.full((batch, len(archs)), jnp.nan, jnp.float32),
                           synthesized=jnp.zeros_like(original_faces), private=jnp.zeros_like(original_faces))
         end = jax.lax.while_loop(keep_going, add_noise_and_judge, start)
-        final_similarities = end.similarities
+        final_similarities, judge_params, judge_embed, judge_refs = end.similarities, params, stages.embed, references
         if stages.rejudge_float32:
             # bf16 mode: the decision is taken on float32 judges (module docstring), original
             # and final faces both re-embedded; NaN (loop never ran) stays NaN.
-            exact_references = jnp.stack([stages.embed_float32(exact_params, a, original_faces) for a in archs])
+            judge_params, judge_embed = exact_params, stages.embed_float32
+            judge_refs = jnp.stack([stages.embed_float32(exact_params, a, original_faces) for a in archs])
             exact = judge(end.synthesized, end.private, embed=stages.embed_float32, variables=exact_params,
-                          refs=exact_references)
+                          refs=judge_refs)
             final_similarities = jnp.where(jnp.isnan(end.similarities), jnp.nan, exact)
-        deidentified = detected & jnp.all(final_similarities < threshold, axis=1)
-        frames, flags = stages.finish(x_lowlight, boxes, scores, second_scores, end.private, input_faces,
-                                      deidentified)
-        diagnostics = {"iterations": end.iterations, "similarities": final_similarities,
-                       "loop_similarities": end.similarities, "box": boxes, "score": scores,
+        frames, flags = stages.release(params, judge_params, judge_embed, x_lowlight, boxes, scores, second_scores,
+                                       end.private, input_faces, judge_refs, final_similarities, threshold)
+        diagnostics = {"iterations": end.iterations, "loop_similarities": end.similarities, "box": boxes,
+                       "score": scores,
                        "second_score": second_scores, **flags,
                        "original_faces": original_faces, "input_faces": input_faces,
                        "synthesized_faces": end.synthesized, "private_faces": end.private,
@@ -479,7 +547,7 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
     synthesize = jax.jit(stages.synthesize)
     attenuate = jax.jit(stages.attenuate)
     similarities = jax.jit(stages.similarities)
-    finish = jax.jit(stages.finish)
+    release = jax.jit(stages.release, static_argnums=(2,))
     found = jax.jit(stages.found)
 
     def staged(params, x_lowlight, key, threshold=None):
@@ -523,16 +591,16 @@ def make_staged_pipeline(config, method: str = "ours") -> Callable:
             private_now = np.where(active[:, None, None, None], private, private_now)
             iterations = iterations + active.astype(np.int32)
             done = done | (active & rejected_by_all)
-        final_sims = sims_now
+        final_sims, judge_refs, judge_embed = sims_now, references, stages.embed
         if stages.rejudge_float32:
-            exact_references = np.stack([host(embed_float32[a](params, original_faces)) for a in archs])
-            exact = judge(synthesized_now, private_now, embed=embed_float32, refs=exact_references)
+            judge_refs = np.stack([host(embed_float32[a](params, original_faces)) for a in archs])
+            exact = judge(synthesized_now, private_now, embed=embed_float32, refs=judge_refs)
             final_sims = np.where(np.isnan(sims_now), np.nan, exact).astype(np.float32)
-        with np.errstate(invalid="ignore"):
-            deidentified = detected & np.all(final_sims < threshold, axis=1)
-        frames, flags = host(finish(x_lowlight, boxes, scores, second_scores, private_now, input_faces,
-                                    deidentified))
-        diagnostics = {"iterations": iterations, "similarities": final_sims, "loop_similarities": sims_now,
+            judge_embed = stages.embed_float32
+        frames, flags = host(release(params, params, judge_embed, x_lowlight, boxes, scores,
+                                     second_scores, private_now, input_faces, judge_refs, final_sims,
+                                     np.float32(threshold)))
+        diagnostics = {"iterations": iterations, "loop_similarities": sims_now,
                        "box": boxes, "score": scores, "second_score": second_scores,
                        **flags, "original_faces": original_faces, "input_faces": input_faces,
                        "synthesized_faces": synthesized_now, "private_faces": private_now,

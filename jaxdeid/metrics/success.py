@@ -6,7 +6,8 @@ Per low-light test image, generation *succeeds* when all three hold:
                  (SynthFaces scenes), its box has IoU >= 0.5 with it;
 2. valid         the output face is finite everywhere and not black: its mean luminance is
                  at least half of the input face's (the paper's failures are "completely
-                 black" outputs and missed faces, §4.3);
+                 black" outputs and missed faces, §4.3); and, where the private step says
+                 so, the detector still finds a face there in the released frame;
 3. deidentified  every white-box recognizer rejects it: cosine similarity to the person's
                  reference < threshold for each recognizer. What hit the noise loop's
                  iteration cap still matches someone, so it fails here (SPEC §4.6).
@@ -61,7 +62,8 @@ def success_rate(output_faces: np.ndarray, input_faces: np.ndarray,
                  found: np.ndarray | None = None,
                  pred_boxes: np.ndarray | None = None,
                  true_boxes: np.ndarray | None = None,
-                 iou_threshold: float = 0.5) -> dict:
+                 iou_threshold: float = 0.5,
+                 found_again: np.ndarray | None = None) -> dict:
     """Fig. 6 success rate and its three parts over N images (module docstring).
 
     Args:
@@ -76,6 +78,9 @@ def success_rate(output_faces: np.ndarray, input_faces: np.ndarray,
       pred_boxes, true_boxes: [N, 4] (y0, x0, y1, x1); a true box row containing NaN means
         "unknown" and only ``found`` counts for that image. Both None: no IoU check.
       iou_threshold: detection needs IoU >= this with a known true box.
+      found_again: [N] bool, the detector finds the face again in the released frame, at
+        its place (the private step's ``redetected``); a face it no longer finds is not
+        valid. None: not checked.
 
     Returns:
       {"rate", "detected_rate", "valid_rate", "deidentified_rate", "reject_rate":
@@ -106,6 +111,8 @@ def success_rate(output_faces: np.ndarray, input_faces: np.ndarray,
     finite = np.all(np.isfinite(output_faces.reshape(num_images, -1)), axis=1)
     bright_enough = mean_luminance(np.nan_to_num(output_faces)) >= 0.5 * mean_luminance(input_faces)
     valid = finite & bright_enough
+    if found_again is not None:
+        valid &= np.asarray(found_again, bool).reshape(-1)
 
     rejected = similarities < threshold  # NaN similarity counts as rejected: not a match
     deidentified = np.all(rejected, axis=0)
