@@ -439,6 +439,11 @@ def success_parts(config, outputs: dict, evalset: EvalSet) -> dict:
             "step_success": float(np.mean(outputs["success"])),
             "mean_iterations": float(iterations[flags["detected"]].mean()) if flags["detected"].any() else None,
             "capped": float(np.mean(iterations >= int(config.deid.max_iters))),
+            # Successes that needed more than half the iteration cap: the latent noise s_k grows
+            # geometrically, so these faces are far from their encoding (deid/step.py).
+            "late_successes": (float(np.mean(iterations[flags["success"]] > int(config.deid.max_iters) // 2))
+                               if flags["success"].any() else None),
+            "fallback": float(np.mean(np.asarray(outputs["fallback"], bool))),
             "flags": flags}
 
 

@@ -23,14 +23,46 @@ import numpy as np
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "dm-pix", "tensorflow-datasets")
 
 
+# The source files whose digest stands for "the tree that ran" (`source_digest`).
+_SOURCE_FOLDERS = ("jaxdeid", "reproduce", "benchmarks")
+_SOURCE_SUFFIXES = (".py", ".sh", ".toml")
+
+
+def source_digest(root: str | os.PathLike | None = None) -> str:
+    """sha256 over the project's source files (path and content, sorted): the code that runs.
+
+    A copy of the tree without ``.git`` (a GPU machine) cannot name its commit; the
+    shipping script passes the commit and this digest of the committed tree
+    (``JAXDEID_GIT_COMMIT``, ``JAXDEID_SOURCE_SHA256``), and `git_commit` checks the digest
+    against the files that actually run.
+    """
+    import hashlib
+
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    files = sorted(p for folder in _SOURCE_FOLDERS if (root / folder).is_dir()
+                   for p in (root / folder).rglob("*") if p.is_file() and p.suffix in _SOURCE_SUFFIXES
+                   and "__pycache__" not in p.parts)
+    for path in files + ([root / "pyproject.toml"] if (root / "pyproject.toml").is_file() else []):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
     """The current commit, with ``+dirty`` when the work tree has uncommitted changes.
 
     A copy of the tree without ``.git`` (e.g. one shipped to a remote GPU machine) takes
-    the commit from ``JAXDEID_GIT_COMMIT``, which the shipping script sets.
+    the commit from ``JAXDEID_GIT_COMMIT``, which the shipping script sets together with
+    ``JAXDEID_SOURCE_SHA256``; when the files that run do not have that digest the commit
+    reads ``<commit>+mismatch`` (and without a digest ``<commit>+unverified``), which no
+    published result may carry (tests/test_provenance.py).
     """
     if os.environ.get("JAXDEID_GIT_COMMIT"):
-        return os.environ["JAXDEID_GIT_COMMIT"]
+        commit = os.environ["JAXDEID_GIT_COMMIT"]
+        expected = os.environ.get("JAXDEID_SOURCE_SHA256")
+        if not expected:
+            return commit + "+unverified"
+        return commit if expected == source_digest(cwd) else commit + "+mismatch"
     try:
         root = cwd or Path(__file__).resolve().parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

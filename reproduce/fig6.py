@@ -35,14 +35,15 @@ PARTS = ("success", "detected", "valid", "deidentified")
 
 def markdown(config, rows: dict, evalset, outputs: dict) -> str:
     header = ["method", "success (95 % CI)", "paper success", "detected", "valid", "de-identified",
-              "mean iterations", "hit the cap"]
+              "mean iterations", "hit the cap", "fallback (pixelated)", "successes past half the cap"]
     table = []
     for method, r in rows.items():
         ci = r["ci95"]
         table.append([ev.DISPLAY[method], f"{r['success']:.3f} [{ci['success'][0]:.3f}, {ci['success'][1]:.3f}]",
                       PAPER_FIG6[method]] + [f"{r[k]:.3f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]"
                                               for k in ("detected", "valid", "deidentified")]
-                     + [r["mean_iterations"], f"{r['capped']:.3f}"])
+                     + [r["mean_iterations"], f"{r['capped']:.3f}", f"{r['fallback']:.3f}",
+                        "—" if r["late_successes"] is None else f"{r['late_successes']:.3f}"])
     judges = ", ".join(next(iter(outputs.values()))["meta"]["judges"])
     reject = ["| method | " + " | ".join(f"{j} rejects" for j in next(iter(rows.values()))["reject_rate"]) + " |",
               "|---|" + "---|" * len(next(iter(rows.values()))["reject_rate"])]

@@ -84,6 +84,13 @@ export JAXDEID_PROGRESS=0
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export JAXDEID_GIT_COMMIT="${JAXDEID_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+# The digest of the committed source comes from where the commit is known (the caller, or a
+# checkout with .git here): results written on a copy whose files differ say "<commit>+mismatch",
+# without a digest "<commit>+unverified" (jaxdeid/results.py: git_commit).
+if [ -z "${JAXDEID_SOURCE_SHA256:-}" ] && [ -d .git ]; then
+  JAXDEID_SOURCE_SHA256=$(python3 -c 'from jaxdeid.results import source_digest; print(source_digest())')
+  export JAXDEID_SOURCE_SHA256
+fi
 sets=()
 for item in ${JAXDEID_GPU_SET:-}; do sets+=(--set "$item"); done
 # The work and results folders of this config (overrides included).
