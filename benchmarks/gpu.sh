@@ -67,7 +67,11 @@ start=$(date +%s)
 export JAXDEID_PROGRESS=0
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export JAXDEID_BENCH_ROUNDS="${JAXDEID_BENCH_ROUNDS:-3}"
-export JAXDEID_GIT_COMMIT="${JAXDEID_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+if [ -z "${JAXDEID_GIT_COMMIT:-}" ]; then
+  JAXDEID_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && JAXDEID_GIT_COMMIT="$JAXDEID_GIT_COMMIT+dirty"
+fi
+export JAXDEID_GIT_COMMIT
 # The digest of the committed source comes from where the commit is known (the caller, or a
 # checkout with .git here): results written on a copy whose files differ say "<commit>+mismatch",
 # without a digest "<commit>+unverified" (jaxdeid/results.py: git_commit).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -38,6 +39,11 @@ PROBE_SEED = 20_221_130
 PROBE_COUNT = 4
 # The independently trained fifth recognizer (black-box test): the same training, another seed.
 FIFTH_ARCH, FIFTH_SEED = "resnet50", 1
+
+
+def fifth_workdir_name(seed: int = FIFTH_SEED) -> str:
+    """The sub-folder of the work folder that holds the independent recognizer's run."""
+    return f"blackbox_seed{seed}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +181,10 @@ def store_entries(config) -> list[Entry]:
 
     def add(kind, arch=None, seed=None):
         cfg = config
-        if seed is not None:
+        if seed is not None:   # an independent run: its seed, its store tag and its own work folder
             cfg = copy.deepcopy(config)
-            cfg.seed = int(seed)
+            cfg.seed, cfg.weights_tag = int(seed), f"seed{int(seed)}"
+            cfg.workdir = str(Path(config.workdir) / fifth_workdir_name(int(seed)))
         component = COMPONENTS[kind]
         task_name = {"enhance": light_train.task_name("enhance"), "attenuate": light_train.task_name("attenuate"),
                      "crop": crop_train.TASK_NAME, "gan": gan_train.task_name(arch or ""),

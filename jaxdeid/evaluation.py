@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .components import FIFTH_ARCH, FIFTH_SEED
+
 METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
 DISPLAY = {"ours": "Ours", "pggan": "PGGAN", "stylegan1": "StyleGAN1", "stylegan2": "StyleGAN2"}
 
@@ -58,9 +60,8 @@ DEFAULT_COUNT = {"smoke": 8, "small": 256, "paper": 1000}
 LOWLIGHT_KEY = 20_221_001
 NOISE_KEY = 20_221_002
 
-# The independently trained fifth recognizer of the black-box test (SPEC §4.7): the same
-# public recognizer training, another seed, its own work folder.
-FIFTH_ARCH, FIFTH_SEED = "resnet50", 1
+# The independently trained fifth recognizer of the black-box test (jaxdeid.components owns
+# its arch and seed): the same public recognizer training, another seed, its own work folder.
 FIFTH_NAME = f"{FIFTH_ARCH}_seed{FIFTH_SEED}"
 
 _IMAGE_KEYS = ("frames", "original_faces", "input_faces", "synthesized_faces", "private_faces")
@@ -502,6 +503,7 @@ def load_recognizer(config, arch: str, *, train_missing: bool, allow_untrained: 
     cfg = copy.deepcopy(config)
     if seed is not None:
         cfg.seed = int(seed)
+        cfg.weights_tag = f"seed{int(seed)}"   # its own entry of the weights store
     if workdir is not None:
         cfg.workdir = str(workdir)
     try:

@@ -40,9 +40,16 @@ def figure_value(record: dict | None) -> float | None:
 
 
 def figure_better(old: dict, new: dict) -> bool:
-    """True when the shipped entry's figure beats the new one (neither figure: not better)."""
+    """True when the shipped entry's figure beats the new one.
+
+    Only comparable entries count: the same shapes (fingerprint) and the same figure. A
+    shipped network that no longer fits the config, or was measured on another figure,
+    never blocks its replacement.
+    """
     before, after = figure_value(old), figure_value(new)
-    if before is None or after is None:
+    if before is None or after is None or old.get("fingerprint") != new.get("fingerprint"):
+        return False
+    if (old.get("figure") or {}).get("name") != (new.get("figure") or {}).get("name"):
         return False
     higher = bool((new.get("figure") or {}).get("higher_is_better", True))
     return before > after if higher else before < after

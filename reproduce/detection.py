@@ -224,6 +224,9 @@ def main(argv=None) -> int:
     flag_at = max(float(config.deid.second_face_threshold), float(crop_cfg.score_threshold))
     two_faces = {"scenes": int(usable.sum()), "second_face_side": 0.25, "flag_threshold": flag_at}
     for name, images, enh in (("normal", two, None), ("enhanced", two_low, (enhancer, enhancer_variables))):
+        if not usable.any():
+            two_faces[name] = None
+            continue
         found = second_face_stats(config, detector, variables, images[usable], enhancer=enh, batch_size=batch_size)
         two_faces[name] = {"flagged": float(np.mean(found["second_score"] >= flag_at)),
                            "first_face_found": float(np.mean(found["score"] >= crop_cfg.score_threshold)),

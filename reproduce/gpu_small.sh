@@ -83,7 +83,11 @@ archs="${JAXDEID_GPU_ARCHS:-stylegan2 stylegan1 pggan}"
 export JAXDEID_PROGRESS=0
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-export JAXDEID_GIT_COMMIT="${JAXDEID_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+if [ -z "${JAXDEID_GIT_COMMIT:-}" ]; then
+  JAXDEID_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && JAXDEID_GIT_COMMIT="$JAXDEID_GIT_COMMIT+dirty"
+fi
+export JAXDEID_GIT_COMMIT
 # The digest of the committed source comes from where the commit is known (the caller, or a
 # checkout with .git here): results written on a copy whose files differ say "<commit>+mismatch",
 # without a digest "<commit>+unverified" (jaxdeid/results.py: git_commit).
@@ -248,10 +252,9 @@ if [ "$phase" != evaluate ] || [ -n "${JAXDEID_GPU_EXPORT:-}" ]; then
   trained=$(cd "$workdir" && for d in */checkpoints; do [ -d "$d" ] && echo "${d%/checkpoints}"; done)
   # The independent fifth recognizer (seed 1, its own work folder) ships as recognizer_resnet50_seed1.
   [ -d "$workdir/blackbox_seed1/recognizer_resnet50/checkpoints" ] && trained="$trained recognizer_resnet50_seed1"
-  for name in $trained; do
-    extra=(); [ "$name" = recognizer_resnet50_seed1 ] && extra=(--seed 1 --workdir "$workdir/blackbox_seed1")
+  for name in $trained; do   # (the fifth's entry knows its own seed and work folder)
     timeout -s INT -k 15 "$(( $(left) > 30 ? $(left) : 30 ))" python3 -m jaxdeid weights export "$name" \
-      --preset "$preset" "${sets[@]}" "${extra[@]}" --device "${device_name:-GPU}" >> "$scratch/export.log" 2>&1
+      --preset "$preset" "${sets[@]}" --device "${device_name:-GPU}" >> "$scratch/export.log" 2>&1
     echo "== export $name: exit $?"
   done
   [ -n "${OUT:-}" ] && mkdir -p "$OUT" && tar -cf "$OUT/store_${preset}.tar" -C jaxdeid/store/shipped "$preset"

@@ -191,6 +191,20 @@ def test_the_committed_store_verifies(preset, capsys):
 
 
 def test_every_network_of_a_preset_has_an_entry():
-    names = [e.name for e in store_entries(get_config("small"))]
-    assert len(names) == len(set(names)) == 15
-    assert "recognizer_resnet50_seed1" in names and "deid_finetune" in names
+    entries = {e.name: e for e in store_entries(get_config("small"))}
+    assert len(entries) == 15 and "deid_finetune" in entries
+    # The independent fifth recognizer: its own seed, store tag and work folder, never the judge's run.
+    fifth = entries["recognizer_resnet50_seed1"]
+    assert (fifth.config.seed, fifth.config.weights_tag) == (1, "seed1")
+    assert fifth.config.workdir == "runs/small/blackbox_seed1" and entries["recognizer_resnet50"].config.seed == 0
+    # Another global seed (it also seeds the latent noise) still resolves the shipped networks.
+    assert [e.name for e in store_entries(get_config("small", ["seed=3"]))] == list(entries)
+
+
+def test_a_shipped_entry_of_other_shapes_or_figure_never_blocks_its_replacement():
+    from jaxdeid.weights import figure_better
+
+    old = {"fingerprint": "a", "figure": {"name": "ssim", "value": 0.9, "higher_is_better": True}}
+    assert figure_better(old, {"fingerprint": "a", "figure": {"name": "ssim", "value": 0.8}})
+    assert not figure_better(old, {"fingerprint": "b", "figure": {"name": "ssim", "value": 0.8}})
+    assert not figure_better(old, {"fingerprint": "a", "figure": {"name": "psnr", "value": 0.8}})

@@ -67,6 +67,11 @@ def get_config(preset: str = "smoke", overrides: Iterable[str] = ()) -> ml_colle
     # <preset>/manifest.json, or "" to use only checkpoints under workdir. A checkpoint in the
     # workdir always wins over the store (jaxdeid.store.resolve).
     config.weights_store = "shipped"
+    # Suffix of the store names this config's networks resolve to: "" for the preset's networks,
+    # "seed1" for the independently trained fifth recognizer (jaxdeid.components). Kept apart
+    # from `seed`, which also seeds the latent noise: a run with another seed still uses the
+    # shipped networks.
+    config.weights_tag = ""
     # How `jaxdeid weights export` stores a network (jaxdeid/store/fileformat.py). At the small
     # preset all fifteen networks take 61.5 MiB at 16 bits, over the 32 MiB store budget; int8
     # per-channel kernels (large ones only) bring them to about half (`jaxdeid weights list`).

@@ -266,5 +266,10 @@ def weakened_settings(config) -> list[str]:
           lambda v, b: v < b)
     check("deid.valid_luminance_ratio", float(config.deid.valid_luminance_ratio),
           float(default.deid.valid_luminance_ratio), lambda v, b: v < b)
+    # More cells = a finer pixelation of the replaced square around the face: more of the input shows.
+    check("deid.fallback_cells", int(config.deid.fallback_cells), int(default.deid.fallback_cells),
+          lambda v, b: v > b)
+    check("deid.fallback_frame_cells", int(config.deid.fallback_frame_cells), int(default.deid.fallback_frame_cells),
+          lambda v, b: v > b)
     return weaker
 

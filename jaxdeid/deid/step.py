@@ -29,8 +29,9 @@ it were private, and it decides on the frame it would release, not on the genera
 That frame (`release`) is the input with the *fallback square* (the face box grown by
 ``deid.fallback_margin`` per side, square) replaced: pixelated, with the generated face
 pasted over it (feathered inside the smaller aligned square, so the blend mixes generated
-and pixelated pixels and no input pixel survives in the square, however far the box is
-off: at IoU 0.5 with the true face the square still covers it). The detector then runs
+and pixelated pixels and no input pixel survives in the square; a box off the true face
+by IoU 0.5 (shifted a third of its side, or the face √2 larger) still lies inside it,
+tests/test_deid.py; not every IoU-0.5 box does, e.g. a much taller face than its box). The detector then runs
 again on that frame (enhanced first for ours), and every judge embeds crops of it at the
 box found again, at the original box, at that box 15 % smaller and larger and shifted by
 10 % of its side each way (`frame_views`). A sample is a *success* when (paper §4.3) the
@@ -250,6 +251,10 @@ def make_stages(config, method: str) -> Stages:
         raise ValueError(f"config.deid.noise must be 'additive' or 'multiplicative', not {dc.noise!r}")
     if dc.judge_views not in ("both", "output"):
         raise ValueError(f"config.deid.judge_views must be 'both' or 'output', not {dc.judge_views!r}")
+    if float(dc.fallback_margin) < align_margin:
+        # The generated face fills the aligned square; the replaced square must contain it.
+        raise ValueError(f"deid.fallback_margin ({dc.fallback_margin}) must be at least crop.align_margin "
+                         f"({align_margin}): the replaced square has to hold the pasted face")
     multiplicative = dc.noise == "multiplicative"
     sigma_start, sigma_growth = float(dc.sigma_start), float(dc.sigma_growth)
     modules = dict(nets.judges)

@@ -4,8 +4,8 @@ Layout: ``<root>/<preset>/manifest.json`` beside one safetensors file (or its sh
 per network. The root is ``config.weights_store``: ``"shipped"`` (default) is the
 folder inside this package, ``""`` disables the store, any other value is a folder.
 A network's store name is its training task's name (``light_enhance``, ``crop``,
-``gan_stylegan2``, ``recognizer_vgg16``, ...), with ``_seed<N>`` added for a run of
-another seed than 0 (the independent fifth recognizer is ``recognizer_resnet50_seed1``).
+``gan_stylegan2``, ``recognizer_vgg16``, ...), with ``_<weights_tag>`` added when the
+config has one (the independent fifth recognizer: ``recognizer_resnet50_seed1``).
 
 The resolution rule (`resolve`), used by every ``load_trained``:
 
@@ -42,9 +42,9 @@ PRESET_BUDGET_BYTES = 32 * 2**20   # the whole store of one preset, manifest inc
 
 
 def store_name(config, task_name: str) -> str:
-    """The store's name of a network trained as `task_name` under ``config.seed``."""
-    seed = int(config.seed)
-    return task_name if seed == 0 else f"{task_name}_seed{seed}"
+    """The store's name of a network trained as `task_name`, with ``config.weights_tag`` if any."""
+    tag = str(config.get("weights_tag", "") or "")
+    return f"{task_name}_{tag}" if tag else task_name
 
 
 def store_dir(config) -> Path | None:
@@ -206,8 +206,8 @@ def export(config, name: str, variables, entry: Mapping[str, Any], *, figure_bet
         raise ValueError(f"{name}: the {config.preset} store would take {projected / 2**20:.1f} MiB, over its "
                          f"{PRESET_BUDGET_BYTES / 2**20:.0f} MiB budget; narrow or quantise before shipping")
     header = {"network": name, "preset": str(config.preset), "fingerprint": entry["fingerprint"], "codec": codec}
-    for old_file in (old or {}).get("files", []):
-        (directory / old_file["file"]).unlink(missing_ok=True)
+    # New files first (each written atomically), then the manifest, then the old files no
+    # longer listed: an interrupted export leaves the previous network loadable.
     files = fileformat.write(directory, name, stored, header)
     record = {**entry, "files": files, "codec": codec, "int8_tensors": len(info["int8"]),
               "kept_float32": info["kept_float32"],
@@ -215,6 +215,10 @@ def export(config, name: str, variables, entry: Mapping[str, Any], *, figure_bet
     manifest = {"preset": str(config.preset), "budget_bytes": PRESET_BUDGET_BYTES,
                 "networks": {**manifest.get("networks", {}), name: record}}
     write_manifest(directory, manifest)
+    kept = {f["file"] for f in files}
+    for old_file in (old or {}).get("files", []):
+        if old_file["file"] not in kept:
+            (directory / old_file["file"]).unlink(missing_ok=True)
     return record
 
 
