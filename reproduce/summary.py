@@ -32,7 +32,11 @@ def _load(results: Path, name: str):
 
 def _origin(data) -> str:
     p = data.get("provenance", {})
-    return (f"*Source:* preset `{p.get('preset')}`, {p.get('device')}, commit `{str(p.get('git_commit'))[:12]}`, "
+    commit = str(p.get("git_commit"))
+    # A run from before commits were recorded on the GPU machine says so in words.
+    sha, plus, suffix = commit.partition("+")       # keep a +dirty / +mismatch mark visible
+    commit = "not recorded" if commit == "unknown" else f"`{sha[:12]}{plus}{suffix}`"
+    return (f"*Source:* preset `{p.get('preset')}`, {p.get('device')}, commit {commit}, "
             f"{p.get('wall_s')} s.")
 
 

@@ -208,3 +208,19 @@ def test_a_shipped_entry_of_other_shapes_or_figure_never_blocks_its_replacement(
     assert figure_better(old, {"fingerprint": "a", "figure": {"name": "ssim", "value": 0.8}})
     assert not figure_better(old, {"fingerprint": "b", "figure": {"name": "ssim", "value": 0.8}})
     assert not figure_better(old, {"fingerprint": "a", "figure": {"name": "psnr", "value": 0.8}})
+
+
+def test_deidentify_with_an_incomplete_store_lists_what_is_missing(config):
+    """With the light networks shipped but nothing else, loading ours names every missing
+    network, says it is missing from the store, and gives the command that trains it."""
+    from jaxdeid.deid.pipeline import load_params
+
+    for name in ("light_enhance", "light_attenuate"):
+        entry = entry_by_name(config, name)
+        export_variables(entry, random_variables(entry), step=3)
+    with pytest.raises(FileNotFoundError) as err:
+        load_params(config, "ours")
+    message = str(err.value)
+    assert "missing from the smoke store" in message
+    assert "jaxdeid train crop --preset smoke" in message and "jaxdeid train gan --arch stylegan2" in message
+    assert "jaxdeid train enhance" not in message        # shipped: not listed
