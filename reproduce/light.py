@@ -1,6 +1,6 @@
 """Reproduce the light networks (paper §3.2.2 / §4.1, SPEC §1 components 1 and 6).
 
-    python reproduce/light.py --preset small      # ~1 h on 2 busy CPU cores (500 + 500 steps)
+    python reproduce/light.py --preset small      # from the shipped weights ~3 min; retraining ~40 min on 2 CPU cores
 
 Trains what is missing through the same entry points as `jaxdeid train enhance|attenuate`
 (resuming from checkpoints under ``<workdir>/light_*``), scores both networks on the
