@@ -27,7 +27,9 @@ def training_wall_s(workdir: str, task_name: str) -> float:
     """Training wall time summed over resumptions (each run's clock restarts at 0 in metrics.jsonl)."""
     total, last = 0.0, 0.0
     for record in read_metrics(workdir, task_name):
-        t = float(record.get("time_s", 0.0))
+        if "time_s" not in record:      # evaluation lines carry no clock
+            continue
+        t = float(record["time_s"])
         if t < last:
             total += last
         last = t

@@ -224,3 +224,13 @@ def test_deidentify_with_an_incomplete_store_lists_what_is_missing(config):
     assert "missing from the smoke store" in message
     assert "jaxdeid train crop --preset smoke" in message and "jaxdeid train gan --arch stylegan2" in message
     assert "jaxdeid train enhance" not in message        # shipped: not listed
+
+
+def test_training_wall_time_sums_resumed_runs_and_skips_evaluation_lines(tmp_path):
+    from jaxdeid.weights import training_wall_s
+
+    lines = [{"step": 1, "loss": 1, "time_s": 10.0}, {"step": 1, "eval/x": 0.5}, {"step": 2, "loss": 1, "time_s": 20.0},
+             {"step": 3, "loss": 1, "time_s": 5.0}, {"step": 4, "loss": 1, "time_s": 7.5}]   # resumed at step 3
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    assert training_wall_s(str(tmp_path), "net") == 27.5
