@@ -67,11 +67,12 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
         root = cwd or Path(__file__).resolve().parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        # Dirty means the code differs from the commit: result files being rewritten (results/)
-        # are outputs, so a reproduce run that regenerates tracked results stays clean.
+        # Dirty means the code differs from the commit. Result files (results/) and shipped
+        # weights (jaxdeid/store/shipped/, recorded by sha256 wherever they are used) are what
+        # the tools write, so a run that regenerates tracked ones stays clean.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
+                                ":(exclude)results", ":(exclude)jaxdeid/store/shipped"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
