@@ -67,18 +67,8 @@ start=$(date +%s)
 export JAXDEID_PROGRESS=0
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export JAXDEID_BENCH_ROUNDS="${JAXDEID_BENCH_ROUNDS:-3}"
-if [ -z "${JAXDEID_GIT_COMMIT:-}" ]; then
-  JAXDEID_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && JAXDEID_GIT_COMMIT="$JAXDEID_GIT_COMMIT+dirty"
-fi
-export JAXDEID_GIT_COMMIT
-# The digest of the committed source comes from where the commit is known (the caller, or a
-# checkout with .git here): results written on a copy whose files differ say "<commit>+mismatch",
-# without a digest "<commit>+unverified" (jaxdeid/results.py: git_commit).
-if [ -z "${JAXDEID_SOURCE_SHA256:-}" ] && [ -d .git ]; then
-  JAXDEID_SOURCE_SHA256=$(python3 -c 'from jaxdeid.results import source_digest; print(source_digest())')
-  export JAXDEID_SOURCE_SHA256
-fi
+. reproduce/provenance_env.sh
+export_provenance
 presets="${JAXDEID_BENCH_PRESETS:-paper,small}"
 budget="${JAXDEID_GPU_BUDGET_S:-390}"
 results="${JAXDEID_BENCH_OUT:-results}"

@@ -83,18 +83,8 @@ archs="${JAXDEID_GPU_ARCHS:-stylegan2 stylegan1 pggan}"
 export JAXDEID_PROGRESS=0
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-if [ -z "${JAXDEID_GIT_COMMIT:-}" ]; then
-  JAXDEID_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && JAXDEID_GIT_COMMIT="$JAXDEID_GIT_COMMIT+dirty"
-fi
-export JAXDEID_GIT_COMMIT
-# The digest of the committed source comes from where the commit is known (the caller, or a
-# checkout with .git here): results written on a copy whose files differ say "<commit>+mismatch",
-# without a digest "<commit>+unverified" (jaxdeid/results.py: git_commit).
-if [ -z "${JAXDEID_SOURCE_SHA256:-}" ] && [ -d .git ]; then
-  JAXDEID_SOURCE_SHA256=$(python3 -c 'from jaxdeid.results import source_digest; print(source_digest())')
-  export JAXDEID_SOURCE_SHA256
-fi
+. reproduce/provenance_env.sh
+export_provenance
 sets=()
 for item in ${JAXDEID_GPU_SET:-}; do sets+=(--set "$item"); done
 # The work and results folders of this config (overrides included).
