@@ -46,8 +46,8 @@ from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
 from jaxdeid.crop import detection_rate, detection_stats  # noqa: E402
 from jaxdeid.crop import load_trained as load_detector  # noqa: E402
 from jaxdeid.crop import make_task as make_crop_task  # noqa: E402
-from jaxdeid.results import provenance, weights_used, write_json  # noqa: E402
-from jaxdeid.store import store_name  # noqa: E402
+from jaxdeid.results import provenance, write_json  # noqa: E402
+from jaxdeid.store import shipped  # noqa: E402
 from jaxdeid.train import run  # noqa: E402
 
 VERSIONS = ("normal", "lowlight", "enhanced")
@@ -74,15 +74,6 @@ def darken_scenes(frames: np.ndarray, lowlight_cfg, seed: int, batch_size: int) 
     return np.concatenate(out)
 
 
-def _shipped(config, task_name: str, load) -> bool:
-    """True when `load` (a load_trained) takes the network from the shipped store, not a workdir checkpoint."""
-    try:
-        load()
-    except FileNotFoundError:
-        return False
-    return weights_used().get(store_name(config, task_name), {}).get("source") == "store"
-
-
 def ensure_trained(config) -> dict[str, bool]:
     """Trains the enhancer, then the detector (which trains on enhanced scenes too), where neither a
     shipped network nor a finished checkpoint exists; says which it trained."""
@@ -91,11 +82,11 @@ def ensure_trained(config) -> dict[str, bool]:
     from jaxdeid.train.loop import read_metrics
 
     trained_here = {}
-    if not _shipped(config, "light_enhance", lambda: load_light(config, "enhance")):
+    if not shipped(config, "light_enhance", lambda: load_light(config, "enhance")):
         before = read_metrics(config.workdir, "light_enhance")
         train_light(config, "enhance")
         trained_here["enhance"] = len(read_metrics(config.workdir, "light_enhance")) > len(before)
-    if not _shipped(config, "crop", lambda: load_detector(config)):
+    if not shipped(config, "crop", lambda: load_detector(config)):
         before = read_metrics(config.workdir, "crop")
         run(make_crop_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
         trained_here["crop"] = len(read_metrics(config.workdir, "crop")) > len(before)
@@ -133,20 +124,21 @@ def two_face_scenes(frames: np.ndarray, boxes: np.ndarray, side_fraction: float 
 
 
 def second_face_stats(config, detector, variables, frames: np.ndarray, enhancer=None, batch_size: int = 64):
-    """Per frame: the best score and its box, and the best score outside that face's aligned square."""
+    """Per frame: the best score and its box, and the best score outside that face's aligned square.
+
+    ``enhancer``: ``(model, variables)`` of the enhancement network run on the frames first, or None.
+    """
     from jaxdeid.crop.detector import decode
 
     margin = float(config.crop.align_margin)
+    enhance_model, enhancer_variables = enhancer if enhancer is not None else (None, None)
 
     @jax.jit
     def run(variables, enhancer_variables, frames):
-        if enhancer is not None:
-            frames = jax.numpy.clip(enhancer.apply(enhancer_variables, frames), 0.0, 1.0)
+        if enhance_model is not None:
+            frames = jax.numpy.clip(enhance_model.apply(enhancer_variables, frames), 0.0, 1.0)
         return decode(detector.apply(variables, frames, train=False), exclusion_margin=margin)
 
-    enhancer_variables = None if enhancer is None else enhancer[1]
-    if enhancer is not None:
-        enhancer = enhancer[0]
     parts = [jax.device_get(run(variables, enhancer_variables, frames[s:s + batch_size]))
              for s in range(0, len(frames), batch_size)]
     return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("box", "score", "second_score"))}

@@ -1,4 +1,4 @@
-"""Reproduce the light networks (paper §3.2.2 / §4.1, SPEC §1 components 1 and 6).
+"""Reproduce the light networks (paper §3.2.2 / §4.1, components 1 and 6 of its Fig. 2).
 
     python reproduce/light.py --preset small      # from the shipped weights ~3 min; retraining ~40 min on 2 CPU cores
 
@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
 from jaxdeid.light import load_trained, task_name, train  # noqa: E402
 from jaxdeid.light.evaluate import evaluate  # noqa: E402
-from jaxdeid.results import markdown_table, provenance, weights_used, write_json, write_markdown  # noqa: E402
-from jaxdeid.store import read_manifest, store_dir, store_name  # noqa: E402
+from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
+from jaxdeid.store import loaded_from_store, read_manifest, shipped, store_dir, store_name  # noqa: E402
 from jaxdeid.weights import training_wall_s  # noqa: E402
 from jaxdeid.weights import final_train_loss  # noqa: E402
 
@@ -36,12 +36,7 @@ PAPER = {"enhance": 0.091, "attenuate": 0.121}  # paper §4.1: final L_E and L_W
 
 def ensure_trained(config, direction: str) -> None:
     """Trains (or resumes) a light network unless its weights come from the shipped store."""
-    name = store_name(config, task_name(direction))
-    try:
-        load_trained(config, direction)
-    except FileNotFoundError:
-        pass
-    if weights_used().get(name, {}).get("source") != "store":
+    if not shipped(config, task_name(direction), lambda: load_trained(config, direction)):
         train(config, direction)  # resumes, or does nothing when already trained to light.train.steps
 
 
@@ -49,7 +44,7 @@ def training_record(config, direction: str) -> dict:
     """Final training loss (mean over the last 5 % of steps) and training wall time: from the
     workdir's metrics when trained here, else from the shipped weights' manifest entry."""
     name = task_name(direction)
-    if weights_used().get(store_name(config, name), {}).get("source") == "store":
+    if loaded_from_store(config, name):
         entry = read_manifest(store_dir(config))["networks"][store_name(config, name)]
         return {"final_loss": entry.get("final_train_loss"), "train_wall_s": entry.get("train_wall_s")}
     return {"final_loss": final_train_loss(config.workdir, name),
@@ -133,7 +128,7 @@ def report(config, scores: dict, final: dict, prov: dict) -> str:
     floor_note = ", which is why L_W > L_E (here as in the paper)" if final["attenuate"] > final["enhance"] else ""
     body = f"""# Light enhancement and attenuation networks (Retinex cascade)
 
-Paper §3.2.2 / §4.1; SPEC §1 components 1 and 6. Produced by `{prov.get('command', 'python reproduce/light.py --preset ' + config.preset)}`.
+Paper §3.2.2 / §4.1, components 1 and 6 of the paper's Fig. 2. Produced by `{prov.get('command', 'python reproduce/light.py --preset ' + config.preset)}`.
 
 ## Final losses beside the paper
 

@@ -159,6 +159,21 @@ def resolve(config, task: Task, inference: Callable[[Any], Any], train_command: 
                             f"{where}; train it with `{train_command}`")
 
 
+def loaded_from_store(config, task_name: str) -> bool:
+    """True when the network trained as `task_name` was last loaded from the shipped store."""
+    return results.weights_used().get(store_name(config, task_name), {}).get("source") == "store"
+
+
+def shipped(config, task_name: str, load: Callable[[], Any]) -> bool:
+    """True when `load` (a ``load_trained``) takes the network from the store, not a workdir
+    checkpoint: a script that trains what is missing then leaves it alone."""
+    try:
+        load()
+    except FileNotFoundError:
+        return False
+    return loaded_from_store(config, task_name)
+
+
 def trained_steps(config, task_name: str) -> int:
     """Training steps of the weights `resolve` loaded for `task_name` (0 if it loaded none)."""
     source = results.weights_used().get(store_name(config, task_name), {})

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 SEPARATOR = "/"
 STORAGE_DTYPE = np.float16
@@ -192,8 +192,6 @@ def read(directory: str | Path, files: list[Mapping[str, Any]]) -> tuple[dict[st
 
     Every file's sha256 must match the manifest before a byte of it is trusted.
     """
-    from safetensors import safe_open
-
     directory = Path(directory)
     flat: dict[str, np.ndarray] = {}
     metadata: dict[str, Any] = {}
@@ -206,9 +204,9 @@ def read(directory: str | Path, files: list[Mapping[str, Any]]) -> tuple[dict[st
             raise StoreError(f"{path}: sha256 {digest[:12]}… does not match the manifest's "
                              f"{entry['sha256'][:12]}… (field 'sha256'): the file is corrupt or was replaced")
         try:
-            with safe_open(str(path), framework="np") as f:
+            with safe_open(str(path), framework="np") as f:   # header and tensors in one read
                 header = f.metadata() or {}
-            flat.update(load_file(str(path)))
+                flat.update({name: f.get_tensor(name) for name in f.keys()})
         except (SafetensorError, OSError, ValueError) as err:
             raise StoreError(f"{path}: not a readable safetensors file ({err})") from err
         metadata = json.loads(header.get("jaxdeid", "{}"))
