@@ -1,6 +1,6 @@
 """`jaxdeid config`: print the resolved config of a preset (with overrides)."""
 
-from ..cli import add_config_flags, config_from_args
+from .common import add_config_flags, config_from_args
 
 
 def register(subparsers):

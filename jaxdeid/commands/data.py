@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..cli import add_config_flags, config_from_args
+from ..data.check import check_folder
+from .common import add_config_flags, config_from_args, status_of_counts
 
 
 def _preview_args(p):
@@ -68,8 +69,8 @@ def _check_args(p):
 
 
 def _check(config, args) -> int:
-    from ..data.check import run
-    return run(config, args)
+    usable, rejected = check_folder(args.folder, max_pixels=int(config.data.max_image_pixels), bad_only=args.bad_only)
+    return status_of_counts(usable, rejected)
 
 
 # name: (help, add-arguments function, run function)

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
+from .common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
 
 PRIVATE_SUFFIX = ".png"
 FALLBACK_SUFFIX = ".FALLBACK_BLURRED.png"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
+from .common import EXIT_USAGE, add_config_flags, config_from_args, status_of_counts
 
 
 def register(subparsers):
@@ -92,5 +92,4 @@ def _run(args) -> int:
     print(f"jaxdeid enhance: wrote {written} image(s) to {out}; rejected {rejected}")
     if written == 0:
         print(f"jaxdeid enhance: error: no usable image under {root}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_PARTIAL if rejected else EXIT_OK
+    return status_of_counts(written, rejected)

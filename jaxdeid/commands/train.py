@@ -6,7 +6,7 @@ Each network registers a trainer as ``"module:function"``; the function takes
 
 import importlib
 
-from ..cli import add_config_flags, config_from_args
+from .common import add_config_flags, config_from_args
 
 # name: ("module:function", help text, [(extra flag, argparse kwargs), ...])
 TRAINERS = {

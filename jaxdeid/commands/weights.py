@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 
-from ..cli import EXIT_FAILED, EXIT_OK, add_config_flags, config_from_args
+from .common import EXIT_FAILED, EXIT_OK, add_config_flags, config_from_args
 from ..components import entry_by_name, store_entries
 from ..store import PRESET_BUDGET_BYTES, StoreError, read_manifest, store_bytes, store_dir
 from ..weights import export_entry, status_rows, verify_entry

@@ -1,8 +1,7 @@
 """`jaxdeid data check FOLDER`: read every file under a folder and report, file by file.
 
-Exit status (the CLI's shared codes): 0 every file is a usable image, 3 (partial)
-some files were rejected but others are usable, 1 nothing usable (no files, or
-all rejected). Each rejected file gets one line naming it and the reason; each
+``check_folder`` returns how many files are usable and how many were rejected;
+the command turns that into its exit status. Each rejected file gets one line naming it and the reason; each
 converted file (grayscale, RGBA, 16-bit, ...) lists the conversions applied.
 Files are found by `list_files`, the walker `scan_folder`, ``deidentify`` and
 ``enhance`` share: hidden image files (``.x.jpg``) are reported as rejected.
@@ -13,14 +12,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from ..progress import progress
 from .images import ImageError, is_image_candidate, list_files, not_an_image_reason, read_image
 
 
-def check_folder(folder, *, max_pixels: int, out=sys.stdout, bad_only: bool = False) -> int:
-    """Prints one line per file and a summary; returns the exit status."""
-    from ..progress import progress
-
+def check_folder(folder, *, max_pixels: int, out=None, bad_only: bool = False) -> tuple[int, int]:
+    """Prints one line per file and a summary to ``out`` (default: the current stdout); returns
+    (usable files, rejected files)."""
+    out = out or sys.stdout   # looked up per call: a default bound at import would pin a replaced stream
     root = Path(folder)
     files, skipped = list_files(root)   # the walker `scan_folder` and the commands share
     for path, reason in skipped:        # hidden image files: reported, not silently dropped
@@ -47,10 +46,4 @@ def check_folder(folder, *, max_pixels: int, out=sys.stdout, bad_only: bool = Fa
     if not total:
         print(f"{root}: no files found, so no image to use", file=out)
     print(f"{good} usable ({converted} converted), {bad} rejected, of {total} files under {root}", file=out)
-    if good == 0:
-        return EXIT_FAILED
-    return EXIT_PARTIAL if bad else EXIT_OK
-
-
-def run(config, args) -> int:
-    return check_folder(args.folder, max_pixels=int(config.data.max_image_pixels), bad_only=args.bad_only)
+    return good, bad
