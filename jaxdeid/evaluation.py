@@ -1,4 +1,4 @@
-"""Evaluation of the private-image pipeline on the low-light test split (SPEC §4; Tables 2-4, Figs. 5-6).
+"""Evaluation of the private-image pipeline on the low-light test split (docs/method.md §4; Tables 2-4, Figs. 5-6).
 
 Shared by ``reproduce/table3.py``, ``reproduce/fig5.py``, ``reproduce/fig6.py`` and
 ``reproduce/grids.py``. The protocol, in the order the code runs it:

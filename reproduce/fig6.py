@@ -2,7 +2,7 @@
 
     python reproduce/fig6.py --preset small            # trains what is missing, evaluates, writes results/
 
-Per low-light test scene (SPEC §4.4) success needs all three parts: the face was
+Per low-light test scene (docs/method.md §4.4) success needs all three parts: the face was
 detected (score above threshold and IoU >= 0.5 with the true box), the private face is
 a valid image (finite, mean luminance >= 1/2 of the input face's) and every white-box
 recognizer rejects it within the noise loop's iteration cap. Writes
@@ -65,10 +65,10 @@ White-box judges inside the loop and for "de-identified": {judges}; threshold {c
 
 Paper (Fig. 6): ours 100 %, PGGAN 42.9 %, StyleGAN1 46.2 %, StyleGAN2 68.3 % (VGGFace2, full-size networks).
 
-**Parts** (SPEC §4.4): *detected* = the cropping network's score >= {config.crop.score_threshold} and IoU >=
+**Parts** (docs/method.md §4.4): *detected* = the cropping network's score >= {config.crop.score_threshold} and IoU >=
 {config.crop.iou_threshold} with the true box; *valid* = the generated face is finite and its mean luminance is at
 least ½ of the input face's; *de-identified* = every judge's cosine similarity to the face the generator started from
-(ours: the enhanced crop; baselines: the low-light crop, SPEC §4.5) is below the threshold within the cap. A face
+(ours: the enhanced crop; baselines: the low-light crop, docs/method.md §4.5) is below the threshold within the cap. A face
 that is not detected is never judged, so it is not de-identified either. Failed scenes are released as the
 step's fail-closed fallback (pixelated face), never as the original.
 

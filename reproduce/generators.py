@@ -1,4 +1,4 @@
-"""Quality of the three generators and their latent encoders (SPEC §1 components 3-4, issue 5).
+"""Quality of the three generators and their latent encoders (docs/method.md §1 components 3-4, issue 5).
 
     python reproduce/generators.py --preset smoke     # tiny networks, a few steps each (CI)
     python reproduce/generators.py --preset small     # hours on 2 CPU cores; run it on a GPU
@@ -316,7 +316,7 @@ def report(config, measured: dict, settings: dict) -> str:
     gan, enc = config.gan, config.encoder
     return f"""# Generators and latent encoders (issue 5)
 
-SPEC §1 components 3 (latent encoder) and 4 (face generator). Produced by
+docs/method.md §1 components 3 (latent encoder) and 4 (face generator). Produced by
 `python reproduce/generators.py --preset {config.preset}`. The paper prints no such numbers; these measure
 our re-implementation only.
 

@@ -120,7 +120,7 @@ frames, {config.data.resolution} px faces), each cell enlarged to {tile} px (nea
   StyleGAN2 output in normal light, taken from the step's `synthesized_faces` diagnostic); the private output frame
   (attenuated face pasted back into the low-light frame).
 * `table4_grid.png` (paper Table 4, baselines): the same low-light inputs, then for each baseline its de-identified
-  face and its private output frame. Baselines run without light networks (SPEC §4.5), so their de-identified face
+  face and its private output frame. Baselines run without light networks (docs/method.md §4.5), so their de-identified face
   is also the face they release.
 
 A red frame marks a scene that failed (not detected, not valid, or still recognised at the iteration cap); its

@@ -1,6 +1,6 @@
 """Writes results/README.md: every paper table and figure beside ours, from the JSON files.
 
-Nothing here is typed by hand except the paper's printed values (SPEC §3); our
+Nothing here is typed by hand except the paper's printed values (docs/method.md §3); our
 numbers are read from the JSON files the reproduce scripts wrote, with each
 file's preset, device and commit, so a stale or missing file is visible.
 """
@@ -145,7 +145,7 @@ def write_summary(results: Path, preset: str, status: dict, wall_s: float) -> Pa
         "",
         "**Scale.** The paper trains on 300,000 VGGFace2 images with full-size networks. VGGFace2 cannot be "
         "downloaded on the machines this project runs on, so these numbers come from SynthFaces, the project's "
-        "procedural face data set, at the preset named in each section (SPEC §5). Differences from the paper "
+        "procedural face data set, at the preset named in each section (docs/method.md §5). Differences from the paper "
         "are expected and are discussed per section; no number here is tuned to match the paper.",
         "",
         _section_light(results), _section_table1(results), _section_detection(results),

@@ -4,7 +4,7 @@
 
 Trains each recognizer that has no finished checkpoint through the same entry
 point as ``jaxdeid train recognizer --arch ARCH`` (resuming where a run stopped),
-then evaluates all of them with the SPEC §4 protocol and writes
+then evaluates all of them with the docs/method.md §4 protocol and writes
 
   results/table1.json          {"recognizers": {arch: {train_acc, test_acc, tpr, fpr, params}}, "threshold", "provenance"}
   results/table1_details.json  95 % bootstrap CIs, ROC AUC, TAR@FAR, 1:N identification, training steps and time
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from jaxdeid import results  # noqa: E402
 from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
 
-# SPEC §3, Table 1 of the paper (VGGFace2, threshold 0.3).
+# docs/method.md §3, Table 1 of the paper (VGGFace2, threshold 0.3).
 PAPER_TABLE1 = {
     "vgg16": {"train_acc": 0.982, "test_acc": 0.951, "tpr": 0.938, "fpr": 0.081},
     "resnet50": {"train_acc": 0.990, "test_acc": 0.979, "tpr": 0.973, "fpr": 0.062},
@@ -47,7 +47,7 @@ PAPER_TABLE1 = {
 }
 COLUMNS = (("train_acc", "train acc"), ("test_acc", "test acc"), ("tpr", "TPR"), ("fpr", "FPR"))
 
-# Issue 4's done-when targets for every recognizer at the small preset (SPEC §4 threshold 0.3).
+# Issue 4's done-when targets for every recognizer at the small preset (docs/method.md §4 threshold 0.3).
 TARGETS = {"test_acc": (">=", 0.95), "tpr": (">=", 0.9), "fpr": ("<=", 0.1)}
 
 # What has been tried to close a gap to TARGETS, newest last (kept here so that the page says it).
@@ -155,7 +155,7 @@ def markdown(config, rows: dict, details: dict) -> str:
         f"Data: `{config.data.name}` at {config.data.resolution} px, preset `{config.preset}` "
         f"(width x{rc.width_mult}, embedding {rc.embed_dim}). Verification on balanced genuine/impostor pairs "
         f"({pairs.get('train', 0)} train, {pairs.get('test', 0)} test); test pairs are {split_note}. "
-        f"Accuracy = (accepted genuine + rejected impostor) / pairs; TPR / FPR from the test pairs (SPEC §4). "
+        f"Accuracy = (accepted genuine + rejected impostor) / pairs; TPR / FPR from the test pairs (docs/method.md §4). "
         f"Intervals: 95 % percentile bootstrap over identities ({rc.bootstrap_samples} resamples).",
         "",
         results.markdown_table(header, table),
@@ -196,7 +196,7 @@ def done_when_section(rows: dict, details: dict) -> str:
         auc = min(details[a]["roc_auc"] for a in missed)
         lines += ["", f"**Gap.** {', '.join(DISPLAY_NAMES[a] for a in missed)} miss a target. Their test ROC AUC is "
                   f"still >= {auc:.3f}, and TPR is near 1 while FPR is just above 0.1: the embeddings separate "
-                  "people, but at the fixed cosine threshold 0.3 (SPEC §4, not tuned here) about one impostor "
+                  "people, but at the fixed cosine threshold 0.3 (docs/method.md §4, not tuned here) about one impostor "
                   "pair in ten is still accepted. Moving the threshold would meet the targets and is not allowed "
                   "by the protocol; the remedy is training that pushes impostor similarities lower.",
                   "", "Tried so far:", ""] + [f"- {t}" for t in TRIED] + [

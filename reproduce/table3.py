@@ -6,7 +6,7 @@ Probes are the private faces: the aligned crop, at the true face box, of each re
 low-light private frame (what an attacker would see). References are clean
 normal-light images of the SAME identities that are never the probe's own photo
 (train split; SynthFaces' 98:1:1 split over images leaves ~1 test image per identity).
-At cosine threshold config.recognizer.threshold (0.3), SPEC §4.1-4.2:
+At cosine threshold config.recognizer.threshold (0.3), docs/method.md §4.1-4.2:
 
   1:1   genuine pair = private face vs a clean image of the same identity,
         impostor pair = private face vs a clean image of another identity;
@@ -17,7 +17,7 @@ At cosine threshold config.recognizer.threshold (0.3), SPEC §4.1-4.2:
         to someone else (reject_1n = the rest).
 
 White-box = the judges inside the noise loop (config.recognizer.judges). Black-box
-(SPEC §4.7) = recognizers the loop never saw: (a) ``--holdout`` (default senet50) is
+(docs/method.md §4.7) = recognizers the loop never saw: (a) ``--holdout`` (default senet50) is
 removed from the judges and every method is re-run without it, then scored by it;
 (b) a fifth recognizer, a ResNet50 trained independently (seed 1, its own work folder
 runs/<preset>/blackbox_seed1) through `jaxdeid train recognizer`, scored on the main run.
@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 from jaxdeid import evaluation as ev  # noqa: E402
 from jaxdeid import results  # noqa: E402
 
-# SPEC §3, Table 3 of the paper: the recognizers on private images.
+# docs/method.md §3, Table 3 of the paper: the recognizers on private images.
 PAPER_TABLE3 = {"vgg16": {"tpr": 0.148, "fpr": 0.850}, "resnet50": {"tpr": 0.145, "fpr": 0.887},
                 "mobilenetv3": {"tpr": 0.119, "fpr": 0.815}, "senet50": {"tpr": 0.103, "fpr": 0.854}}
 NAMES = {"vgg16": "VGG16", "resnet50": "ResNet50", "mobilenetv3": "MobileNetV3", "senet50": "SENet50",

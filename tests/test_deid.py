@@ -76,7 +76,7 @@ def test_everything_done_after_one_step(setup):
     np.testing.assert_array_equal(diag["iterations"], [1, 1])
     assert diag["deidentified"].all()
     assert not diag["multiple_faces"].any()     # (with_face_sized_boxes' boxes leave no cell outside)
-    # w <- w + s_0 n with n drawn from fold_in(key, 0) (SPEC §4.6).
+    # w <- w + s_0 n with n drawn from fold_in(key, 0) (docs/method.md §4.6).
     noise = np.asarray(jax.random.normal(jax.random.fold_in(setup["key"], 0), diag["latents"].shape))
     np.testing.assert_allclose(diag["latents"], diag["initial_latents"] + config.deid.sigma_start * noise,
                                atol=1e-5)

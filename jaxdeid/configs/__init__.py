@@ -3,7 +3,7 @@
 `get_config(preset, overrides)` returns an `ml_collections.ConfigDict` built from
 one section module per component (``configs/data.py``, ``configs/light.py``, ...).
 Each section module exposes ``section(preset) -> ConfigDict``; the preset
-(``smoke``, ``small`` or ``paper``, SPEC §5) scales widths, depths, resolution and
+(``smoke``, ``small`` or ``paper``, docs/method.md §5) scales widths, depths, resolution and
 data size, and every field can be overridden from the command line with
 ``--set section.field=value`` (values are parsed as Python literals).
 

@@ -23,7 +23,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     # network: the frames the private step gives the detector. Smoke keeps normal light only
     # (its detector trains before, and without, the enhancement network).
     c.enhanced_fraction = {"smoke": 0.0, "small": 0.5, "paper": 0.5}[preset]
-    c.iou_threshold = 0.5                                        # detection counts when IoU >= this (SPEC §4.4)
+    c.iou_threshold = 0.5                                        # detection counts when IoU >= this (docs/method.md §4.4)
     c.score_threshold = 0.5                                      # below this face score, "no face found"
     c.margin = 0.1                                               # crop margin around the box, as a fraction of its side
     c.align_margin = 0.1                                         # aligned (encoder) crop: square of side (1+2m)*max(h, w)

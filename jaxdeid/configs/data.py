@@ -1,4 +1,4 @@
-"""Data: which data set, at what resolution, how it is split (SPEC §2, §5)."""
+"""Data: which data set, at what resolution, how it is split (docs/method.md §2, §5)."""
 
 import ml_collections
 

@@ -1,4 +1,4 @@
-"""The private step: latent-noise loop and L_F fine-tuning (components 4, 5, 8; SPEC §4.6).
+"""The private step: latent-noise loop and L_F fine-tuning (components 4, 5, 8; docs/method.md §4.6).
 
 De-identify a folder:  jaxdeid deidentify IN OUT --preset small [--method ours|pggan|stylegan1|stylegan2]
 Fine-tune G with L_F:  jaxdeid train deid --preset small        (eq. 8; optional, `ours` uses it when present)
@@ -11,7 +11,7 @@ from ._train import train_defaults
 
 def section(preset: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.method = "ours"             # ours | pggan | stylegan1 | stylegan2 (SPEC §4.5 baselines)
+    c.method = "ours"             # ours | pggan | stylegan1 | stylegan2 (docs/method.md §4.5 baselines)
     c.max_iters = {"smoke": 8, "small": 32, "paper": 64}[preset]   # cap; hitting it is failure
     c.noise = "additive"          # additive: w + s*n; multiplicative: w * (1 + s*n)
     c.sigma_start = 0.05          # s_0
@@ -21,7 +21,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     # (stricter: a released face that only fools the judges because it is dark would
     # otherwise pass); "output": only the released face. Baselines have one face anyway.
     c.judge_views = "both"
-    c.valid_luminance_ratio = 0.5  # SPEC §4.4: valid needs face mean luminance >= this x the input face's
+    c.valid_luminance_ratio = 0.5  # docs/method.md §4.4: valid needs face mean luminance >= this x the input face's
     c.min_face_pixels = 8.0       # a detected box narrower than this (frame pixels) is "no face found"
     c.fallback_cells = 4          # fail-closed: a failed face is pixelated to this many cells a side
     c.fallback_margin = 0.35      # ... over a square grown by this fraction per side (hair, ears, box error)

@@ -1,4 +1,4 @@
-"""LLNet-style low-light synthesis (Lore et al. 2017; SPEC §2)."""
+"""LLNet-style low-light synthesis (Lore et al. 2017; docs/method.md §2)."""
 
 import ml_collections
 

@@ -23,7 +23,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     # spans exactly the same functions with 6,272 -> 512 inputs, and VGG16 drops from 8.53 M to
     # 2.63 M parameters (16.3 -> 5.0 MiB at 16 bits), which the shipped-weights budget needs.
     c.vgg_pool_size = {"smoke": 7, "small": 2, "paper": 7}[preset]
-    c.threshold = 0.3          # cosine similarity >= threshold => same person (SPEC §4.1)
+    c.threshold = 0.3          # cosine similarity >= threshold => same person (docs/method.md §4.1)
     # Triplet margin on cosine distance. Chosen on val accuracy at the small preset (H200, 3000 steps):
     # margin 0.2 gave val acc 0.910-0.949 over the four archs, 0.5 gave 0.941-0.962 (impostors pushed below 0.3).
     c.margin = 0.5
@@ -33,7 +33,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.bootstrap_samples = {"smoke": 50, "small": 1000, "paper": 1000}[preset]
     c.eval_pairs = {"smoke": 64, "small": 4000, "paper": 20000}[preset]     # genuine pairs (and as many impostor) per split
     c.val_pairs = {"smoke": 32, "small": 1000, "paper": 4000}[preset]       # the same for the in-training val check
-    c.gallery_per_identity = 8  # clean train images enrolled per identity for 1:N identification (SPEC §4.2)
+    c.gallery_per_identity = 8  # clean train images enrolled per identity for 1:N identification (docs/method.md §4.2)
     c.eval_batch_size = {"smoke": 32, "small": 256, "paper": 256}[preset]   # images per embedding batch
     c.preload_train = {"smoke": False, "small": True, "paper": False}[preset]  # hold the train split in memory
     c.preload_workers = 0      # processes that fill it (0 = all cores)

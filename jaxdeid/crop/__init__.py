@@ -1,4 +1,4 @@
-"""Face cropping ("interception") network and the crop / paste-back ops (SPEC §1 components 2, 8).
+"""Face cropping ("interception") network and the crop / paste-back ops (docs/method.md §1 components 2, 8).
 
     detector, variables = load_trained(config)         # after `jaxdeid train crop`
     boxes, scores = detect(detector, variables, frames)

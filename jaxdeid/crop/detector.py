@@ -1,4 +1,4 @@
-"""The face cropping ("interception") network, SPEC §1 component 2.
+"""The face cropping ("interception") network, docs/method.md §1 component 2.
 
 The paper (§3, Fig. 2) uses a frontal-face cropping network but does not say which
 detector or loss, so we use a standard single-object design: a CenterNet-style

@@ -1,4 +1,4 @@
-"""Crop and paste-back ops (SPEC §1 components 2 and 8), pure JAX and jit-able.
+"""Crop and paste-back ops (docs/method.md §1 components 2 and 8), pure JAX and jit-able.
 
 Boxes follow the project convention: ``(y0, x0, y1, x1)`` normalised to ``[0, 1]``
 of the frame. All resampling goes through ``jax.image.scale_and_translate`` (vmapped

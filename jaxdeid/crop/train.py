@@ -70,7 +70,7 @@ def detection_stats(detector: FaceDetector, variables: dict[str, Any], frames: n
 
 
 def detection_rate(stats: dict[str, np.ndarray], iou_threshold: float, score_threshold: float) -> float:
-    """Fraction of frames whose face was found: score above threshold and IoU >= threshold (SPEC §4.4)."""
+    """Fraction of frames whose face was found: score above threshold and IoU >= threshold (docs/method.md §4.4)."""
     hits = (stats["iou"] >= iou_threshold) & (stats["score"] >= score_threshold)
     return float(np.mean(hits))
 

@@ -1,4 +1,4 @@
-"""LLNet-style low-light synthesis (Lore et al. 2017; SPEC §2; paper §4.1).
+"""LLNet-style low-light synthesis (Lore et al. 2017; docs/method.md §2; paper §4.1).
 
 A normal-light image x in [0, 1] becomes
 

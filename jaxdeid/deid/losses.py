@@ -7,7 +7,7 @@ the original face x̂:
 
     L_A = mean over judges j and samples b of relu(cos_j(y'_b, x̂_b) − (τ − m))
 
-with τ = config.recognizer.threshold (0.3, SPEC §4.1) and m = config.deid.la_margin.
+with τ = config.recognizer.threshold (0.3, docs/method.md §4.1) and m = config.deid.la_margin.
 It is zero exactly when every judge rejects the private face with margin m — the
 same event that stops the noise loop (with m = 0) — and otherwise grows linearly
 with how strongly the judges still match, so its gradient always points away from
@@ -17,7 +17,7 @@ the cost of L_s and L_C).
 
 L_F = L_G + χ1·L_D + χ2·L_s + χ3·L_A + χ4·L_C (eq. 8), χ = config.deid.chi = (1.0, 0.5, 0.3, 0.1):
   * L_G, L_D: the PRINTED eq. (6) forms, `jaxdeid.gan.losses.paper_eq6_*`.
-    Sign note (SPEC §1): printed L_G = −softplus(D(G(z))) and printed L_D contains
+    Sign note (docs/method.md §1): printed L_G = −softplus(D(G(z))) and printed L_D contains
     +softplus(D(G(z))). With χ1 = 1 the two D(G(z)) terms cancel exactly inside L_F,
     so ∂L_F/∂θ_G gets NO adversarial signal; L_F's G-gradient comes from L_s, L_A and
     L_C only. We implement the sum as printed (it is what `loss/L_F` logs) and train

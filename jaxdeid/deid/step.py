@@ -1,4 +1,4 @@
-"""The private-face step (paper Fig. 2, SPEC §1 "Order at inference"), fused and staged.
+"""The private-face step (paper Fig. 2, docs/method.md §1 "Order at inference"), fused and staged.
 
 ``make_private_step(config, method)`` returns ONE pure function
 
@@ -10,7 +10,7 @@ meant to be wrapped in ``jax.jit``. Read top to bottom it is the paper's pipelin
     detect + aligned crop                    face cropping network, component 2
     encode                                   latent code generation network, component 3
     lax.while_loop, per-sample done-mask:    components 4, 5, 6, 7
-        w <- w + s_k n   (not-done samples)  SPEC §4.6 latent noise, s_k = s_0 * growth**k
+        w <- w + s_k n   (not-done samples)  docs/method.md §4.6 latent noise, s_k = s_0 * growth**k
         synthesize (const noise)             face generation network
         attenuate (ours only)                light attenuation network
         embed with every white-box judge     recognizers, cosine similarity to the ORIGINAL face
@@ -20,7 +20,7 @@ meant to be wrapped in ``jax.jit``. Read top to bottom it is the paper's pipelin
 
 The "original" face a judge compares with is the face the generator started from:
 the enhanced crop for ours, the low-light crop for the baselines (which see no light
-networks, SPEC §4.5). ``config.deid.judge_views="both"`` makes ours check both the
+networks, docs/method.md §4.5). ``config.deid.judge_views="both"`` makes ours check both the
 normal-light synthesized face and the released, attenuated face (the reported
 similarity per judge is the larger of the two).
 
@@ -102,7 +102,7 @@ GENERATOR_ARCH = {"ours": "stylegan2", "pggan": "pggan", "stylegan1": "stylegan1
 VIEW_SCALES = (0.85, 1.15)
 VIEW_SHIFTS = ((-0.1, 0.0), (0.1, 0.0), (0.0, -0.1), (0.0, 0.1))
 
-# Rec. 601 luma, the "mean luminance" of SPEC §4.4 (same weights as the light networks and metrics).
+# Rec. 601 luma, the "mean luminance" of docs/method.md §4.4 (same weights as the light networks and metrics).
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -113,7 +113,7 @@ def check_method(method: str) -> str:
 
 
 def uses_light_networks(method: str) -> bool:
-    """Only our method enhances before and attenuates after the generator (SPEC §4.5)."""
+    """Only our method enhances before and attenuates after the generator (docs/method.md §4.5)."""
     return check_method(method) == "ours"
 
 
@@ -307,7 +307,7 @@ def make_stages(config, method: str) -> Stages:
     def embed(params, arch, faces):
         embeddings = run_network(modules[arch].apply, params["judges"][arch], faces, train=False)
         if reduced_precision:
-            # Re-normalise in float32 so the dot product in `similarities` is a cosine (SPEC §4.1)
+            # Re-normalise in float32 so the dot product in `similarities` is a cosine (docs/method.md §4.1)
             # whatever rounding the network's last layers saw.
             embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
         return embeddings
@@ -317,7 +317,7 @@ def make_stages(config, method: str) -> Stages:
         return modules[arch].apply(params["judges"][arch], faces, train=False)
 
     def perturb(w, key, k, active):
-        # SPEC §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
+        # docs/method.md §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
         # staged pipeline draws exactly the same noise.
         sigma = sigma_start * sigma_growth ** jnp.asarray(k, jnp.float32)
         noise = jax.random.normal(jax.random.fold_in(key, k), w.shape, w.dtype)
@@ -338,7 +338,7 @@ def make_stages(config, method: str) -> Stages:
         return run_network(nets.attenuate.apply, params["attenuate"], faces)
 
     def similarities(embeddings, references):
-        # Unit-norm embeddings: the cosine similarity is the dot product (SPEC §4.1).
+        # Unit-norm embeddings: the cosine similarity is the dot product (docs/method.md §4.1).
         return jnp.sum(embeddings * references, axis=-1).T
 
     def replaced_regions(x_low, boxes, detected):

@@ -1,4 +1,4 @@
-"""Latent code generation network (paper §3.3, SPEC §1 component 3): SE-ResNet50 + six FC layers.
+"""Latent code generation network (paper §3.3, docs/method.md §1 component 3): SE-ResNet50 + six FC layers.
 
     encoder, variables = load_trained(config, "stylegan2")    # after `jaxdeid train encoder --arch stylegan2`
     latents = encoder.apply(variables, faces)                  # [B, num_ws, latent_dim], ready for G.synthesize

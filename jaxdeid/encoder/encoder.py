@@ -1,4 +1,4 @@
-"""The latent code generation network (paper §3.3, SPEC §1 component 3).
+"""The latent code generation network (paper §3.3, docs/method.md §1 component 3).
 
 "The classical network model Senet50 is selected as the model of latent code generation
 network ... connecting the mapping network at the end of Senet50 network to transform

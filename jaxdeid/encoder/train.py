@@ -1,6 +1,6 @@
 """Training and loading the latent encoders through the shared loop (task ``encoder_<arch>``).
 
-One encoder per generator: the baselines invert their own generators (SPEC §4.5).
+One encoder per generator: the baselines invert their own generators (docs/method.md §4.5).
 The generator is frozen; the encoder learns
 
     L_C = MSE(x, G(E(x)))                                    (paper eq. 5)

@@ -56,7 +56,7 @@ def lazy_r1_loss(d_fn: Callable[[Array], Array], real_images: Array, r1_gamma: f
 #
 # The paper prints  L_D = softplus(D(G(z))) + softplus(−D(x)) + r1_gamma·½·Σ‖∇_x D(x)‖²
 # and               L_G = −softplus(D(G(z))).
-# Note on the sign (SPEC §1): −softplus(l) = log(1 − σ(l)), so minimising the printed
+# Note on the sign (docs/method.md §1): −softplus(l) = log(1 − σ(l)), so minimising the printed
 # L_G is Goodfellow's original *saturating* minimax generator loss. It moves D(G(z))
 # in the same direction (up) as StyleGAN2's non-saturating softplus(−D(G(z))), but
 # its gradient −σ(l) vanishes exactly when D confidently rejects the fakes (l ≪ 0)

@@ -1,4 +1,4 @@
-"""Progressive GAN (Karras, Aila, Laine, Lehtinen, ICLR 2018), a baseline of the paper (SPEC §4.5).
+"""Progressive GAN (Karras, Aila, Laine, Lehtinen, ICLR 2018), a baseline of the paper (docs/method.md §4.5).
 
 Pixel-wise feature normalisation in G (§4.2), minibatch standard deviation in D
 (§3), equalised learning rate (§4.1) and progressive growing with fade-in (§2).

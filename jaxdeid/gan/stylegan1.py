@@ -1,6 +1,6 @@
 """StyleGAN (Karras, Laine, Aila, "A Style-Based Generator Architecture for GANs", CVPR 2019).
 
-A baseline of the paper (SPEC §4.5). The style-based generator:
+A baseline of the paper (docs/method.md §4.5). The style-based generator:
 mapping network (shared with StyleGAN2, `num_layers` FC layers, lr multiplier 0.01),
 a learned constant 4×4 input, and per layer: conv → + per-channel-scaled noise →
 + bias → lrelu → instance norm → AdaIN style modulation (y_s·x + y_b, with

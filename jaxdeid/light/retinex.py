@@ -21,7 +21,7 @@ mean luminance as a constant extra input channel to the adjustment network
 (``level``; KinD feeds its illumination-adjustment net a brightness ratio the
 same way). In the de-identification pipeline that level is the mean luminance
 of the original low-light face, which is exactly what the private image should
-keep (SPEC §1: "keeps the ... brightness and contrast of x").
+keep (docs/method.md §1: "keeps the ... brightness and contrast of x").
 
 Everything is a pure ``module.apply(variables, x)`` with static shapes, so it can
 sit inside one jitted step; any H, W divisible by ``2 ** adjust_depth`` works.

@@ -2,7 +2,7 @@
 
 Pairs come from the data API: normal-light faces ``get_source(config, "train")`` at
 ``config.data.resolution``, darkened on the fly with LLNet's synthesis
-(`jaxdeid.data.lowlight.darken`, SPEC §2) inside the jitted step. The darkening key
+(`jaxdeid.data.lowlight.darken`, docs/method.md §2) inside the jitted step. The darkening key
 of batch ``p`` is ``fold_in(fold_in(PRNGKey(seed), TRAIN_PAIRS_TAG), p)``, so the pair
 at a data position is a pure function of (seed, position) and a resumed run sees
 exactly the same pairs.

@@ -1,4 +1,4 @@
-"""The one metric registry holding every number the project's tables report (SPEC §3-4).
+"""The one metric registry holding every number the project's tables report (docs/method.md §3-4).
 
     from jaxdeid.metrics import get_metric, list_metrics
     get_metric("ssim")(private, original)        # [B]

@@ -1,4 +1,4 @@
-"""Face identification (1:N) against an enrolled gallery (SPEC §4.2, Table 3).
+"""Face identification (1:N) against an enrolled gallery (docs/method.md §4.2, Table 3).
 
 Gallery: one template per identity, the mean of that identity's L2-normalised embeddings
 of *clean, normal-light* images, re-normalised to unit length (``enroll_gallery``).

@@ -1,4 +1,4 @@
-"""Image and embedding similarity: SSIM, PSNR and cosine similarity (paper Fig. 5, SPEC §4.1).
+"""Image and embedding similarity: SSIM, PSNR and cosine similarity (paper Fig. 5, docs/method.md §4.1).
 
 All functions are pure jnp and jit-able. Images are float NHWC in [0, 1] (a single HWC
 image also works); each function returns one value per image / embedding.
@@ -49,7 +49,7 @@ def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
     """Cosine of the angle between embeddings along the last axis, [..., D] x2 -> [...].
 
     Equals the dot product of the L2-normalised vectors, which is the score every
-    recognizer threshold (0.3, SPEC §4.1) is applied to. An all-zero vector has
+    recognizer threshold (0.3, docs/method.md §4.1) is applied to. An all-zero vector has
     similarity 0 with everything.
     """
     a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), _COSINE_EPS)

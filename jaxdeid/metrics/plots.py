@@ -1,4 +1,4 @@
-"""ROC plots for the verification results (SPEC §4.7).
+"""ROC plots for the verification results (docs/method.md §4.7).
 
 Uses matplotlib's object API with the Agg canvas directly, so it writes PNGs on a
 headless machine without touching the global pyplot backend of whoever imports it.

@@ -19,7 +19,7 @@ Calling convention, fixed by ``kind`` (what a caller may rely on):
 ``identification``
     ``fn(probe_embeddings, probe_labels, gallery, gallery_labels, ...) -> dict`` (1:N).
 ``success``
-    ``fn(...) -> dict`` with a ``rate`` and one rate per part of SPEC §4.4.
+    ``fn(...) -> dict`` with a ``rate`` and one rate per part of docs/method.md §4.4.
 ``geometry``
     ``fn(box_a, box_b) -> jnp.ndarray`` on (y0, x0, y1, x1) boxes.
 ``distribution``

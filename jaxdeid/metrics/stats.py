@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over identities (SPEC §4.7).
+"""Bootstrap confidence intervals over identities (docs/method.md §4.7).
 
 Pairs and probes of one person are correlated (same face, same recognizer quirks), so
 resampling individual pairs would understate the uncertainty. We resample *identities*

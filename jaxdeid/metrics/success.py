@@ -1,4 +1,4 @@
-"""Success rate of private-image generation (paper Fig. 6, SPEC §4.4) and box IoU.
+"""Success rate of private-image generation (paper Fig. 6, docs/method.md §4.4) and box IoU.
 
 Per low-light test image, generation *succeeds* when all three hold:
 
@@ -10,7 +10,7 @@ Per low-light test image, generation *succeeds* when all three hold:
                  so, the detector still finds a face there in the released frame;
 3. deidentified  every white-box recognizer rejects it: cosine similarity to the person's
                  reference < threshold for each recognizer. What hit the noise loop's
-                 iteration cap still matches someone, so it fails here (SPEC §4.6).
+                 iteration cap still matches someone, so it fails here (docs/method.md §4.6).
 
 ``success_rate`` reports the rate and each part's rate separately.
 """

@@ -1,6 +1,6 @@
 """Face verification (1:1): pairs, TPR / FPR / accuracy at a threshold, ROC, AUC, TAR@FAR.
 
-Protocol (SPEC §4.1-4.3): a recognizer embeds both images of a pair; the pair is
+Protocol (docs/method.md §4.1-4.3): a recognizer embeds both images of a pair; the pair is
 *accepted* ("same person") when the cosine similarity of the L2-normalised embeddings is
 >= the threshold (0.3, paper §4.1, Table 1). Over balanced genuine (same identity) and
 impostor (different identities) pairs:
@@ -21,7 +21,7 @@ import numpy as np
 
 from .registry import register_metric
 
-DEFAULT_THRESHOLD = 0.3  # SPEC §4.1; also cfg.recognizer.threshold
+DEFAULT_THRESHOLD = 0.3  # docs/method.md §4.1; also cfg.recognizer.threshold
 
 
 def _identity_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Face recognizers (SPEC §1 component 7): VGG16, ResNet50, MobileNetV3-Large, SE-ResNet50.
+"""Face recognizers (docs/method.md §1 component 7): VGG16, ResNet50, MobileNetV3-Large, SE-ResNet50.
 
     model.py        make_recognizer(config, arch), make_embed(config, arch) -> embed(variables, images)
     resnet.py       ResNet(stage_sizes, width_mult, se, ...) backbone (also the latent encoder's SE-ResNet50)
@@ -6,7 +6,7 @@
     mobilenetv3.py  MobileNetV3-Large
     triplet.py      triplet loss on cosine distance with online semi-hard mining
     train.py        make_task(config, arch), load_trained(config, arch), `jaxdeid train recognizer --arch ...`
-    evaluate.py     SPEC §4 protocol: 1:1 verification at 0.3, ROC / TAR@FAR, 1:N, bootstrap CIs
+    evaluate.py     docs/method.md §4 protocol: 1:1 verification at 0.3, ROC / TAR@FAR, 1:N, bootstrap CIs
 
 Images are float32 NHWC RGB in [0, 1]; embeddings are unit-norm, so cosine similarity is a dot product.
 Submodules that pull in the data pipeline (train, evaluate) are imported lazily.

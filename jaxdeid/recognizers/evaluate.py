@@ -1,6 +1,6 @@
-"""The verification protocol of SPEC §4 for one trained recognizer (Table 1).
+"""The verification protocol of docs/method.md §4 for one trained recognizer (Table 1).
 
-Pairs (SPEC §4.3: "balanced genuine/impostor pairs of the split"):
+Pairs (docs/method.md §4.3: "balanced genuine/impostor pairs of the split"):
   * train split: both images from the train split (two different photos for a
     genuine pair), via ``jaxdeid.metrics.make_pairs``.
   * val / test with ``data.split_by == "image"`` (the paper's random 98:1:1
@@ -100,7 +100,7 @@ def verify_split(config, embed: Embed, variables: dict, split: str, *, num_pairs
 
 
 def identify_split(config, embed: Embed, variables: dict, split: str, *, seed: int) -> dict[str, Any]:
-    """1:N identification (SPEC §4.2) of the `split` images against a gallery enrolled from train images."""
+    """1:N identification (docs/method.md §4.2) of the `split` images against a gallery enrolled from train images."""
     rc = config.recognizer
     from .train import get_split
 

@@ -5,7 +5,7 @@
 returns the pure, jitted ``embed(variables, images) -> [B, embed_dim]`` that
 every other component (Table 1, the similarity-judgment loss, Table 3) calls.
 Images are float32 NHWC RGB in [0, 1]; the embeddings have unit L2 norm, so the
-cosine similarity of two faces is their dot product (SPEC §4.1).
+cosine similarity of two faces is their dot product (docs/method.md §4.1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `ResNet` is the backbone: stem -> four stages of bottleneck blocks -> global
 average pool, returning features [B, C] (C = 2048 at width 1). The recognizers
 put an embedding head on top (`jaxdeid.recognizers.model`); the latent-code
-encoder (SPEC §1 component 3) imports the same backbone with ``se=True``.
+encoder (docs/method.md §1 component 3) imports the same backbone with ``se=True``.
 
 Architecture choices, stated so a reviewer can check them:
   * Bottleneck v1.5 (torchvision): the stride sits on the 3x3 convolution, not
@@ -67,7 +67,7 @@ class ResNet(nn.Module):
     """
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)   # bottlenecks per stage (ResNet50)
-    width_mult: float = 1.0                     # scales every channel count (presets, SPEC §5)
+    width_mult: float = 1.0                     # scales every channel count (presets, docs/method.md §5)
     se: bool = False                            # squeeze-excitation in every bottleneck
     se_reduction: int = 16                      # SE bottleneck ratio
     small_input: bool = False                   # stride-1 stem, no max-pool (for 32-64 px faces)

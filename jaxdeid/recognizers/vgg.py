@@ -53,7 +53,7 @@ def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
 class VGG16(nn.Module):
     """VGG16 backbone up to fc7; returns features [B, 4096 * width_mult]."""
 
-    width_mult: float = 1.0                       # scales every conv and fc width (presets, SPEC §5)
+    width_mult: float = 1.0                       # scales every conv and fc width (presets, docs/method.md §5)
     blocks: Sequence[tuple[int, int]] = VGG16_BLOCKS  # (channels, convs) per block; config D
     fc_features: int = 4096                       # width of fc6 and fc7 at width 1
     pool_size: int = 7                            # adaptive average pool before fc6 (torchvision)
