@@ -48,8 +48,8 @@ def _crop(config):
 
 
 def _deid_finetune(config):
-    from jaxdeid.deid.losses import make_task
-    return make_task(config, allow_untrained=True)
+    from jaxdeid.components import DEID
+    return DEID.make_task(config, None)
 
 
 GAN_ARCHS = ("stylegan2", "stylegan1", "pggan")

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .components import FIFTH_ARCH, FIFTH_SEED
+from .components import FIFTH_ARCH, FIFTH_SEED, finetuned_generator
 
 METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
 DISPLAY = {"ours": "Ours", "pggan": "PGGAN", "stylegan1": "StyleGAN1", "stylegan2": "StyleGAN2"}
@@ -203,8 +203,7 @@ def ensure_params(config, method: str, *, train_missing: bool, allow_untrained: 
         for name in order:
             run_train_command(train_command(config, method, name), config, overrides)
         if method == "ours" and finetune:
-            from .deid.losses import load_finetuned_generator
-            tuned_known = load_finetuned_generator(config) is not None
+            tuned_known = finetuned_generator(config) is not None
             if not tuned_known:
                 trained_now = True
                 try:
@@ -224,9 +223,8 @@ def ensure_params(config, method: str, *, train_missing: bool, allow_untrained: 
     if "generator" in untrained:
         notes["generator"] = "randomly initialised"
     elif method == "ours":
-        from .deid.losses import load_finetuned_generator
         try:
-            tuned = tuned_known if tuned_known is not None else load_finetuned_generator(config) is not None
+            tuned = tuned_known if tuned_known is not None else finetuned_generator(config) is not None
         except Exception:  # noqa: BLE001 - a missing/odd fine-tuning run only changes the note
             tuned = False
         notes["generator"] = "L_F fine-tuned (eq. 8)" if tuned else "pretrained only (no L_F fine-tuning run)"
@@ -253,7 +251,7 @@ def _load_networks(config, method: str, *, allow_untrained: bool) -> tuple[dict,
     Returns exactly what ``load_params(config, method, allow_untrained=...)`` returns: the same
     checkpoints are read, only each at most once per process.
     """
-    from .deid import load_params
+    from .deid.pipeline import load_params
     from .deid.pipeline import network_names
 
     config_key = _config_fingerprint(config)

@@ -113,7 +113,7 @@ def _patch_networks(patch):
 
 @pytest.fixture(scope="module")
 def result(folder, tmp_path_factory):
-    from jaxdeid.deid import load_params
+    from jaxdeid.deid.pipeline import load_params
 
     out = tmp_path_factory.mktemp("private")
     workdir = tmp_path_factory.mktemp("no_checkpoints")

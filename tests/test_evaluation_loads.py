@@ -14,7 +14,8 @@ import pytest
 
 from jaxdeid import evaluation as ev
 from jaxdeid.configs import get_config
-from jaxdeid.deid import load_params, pipeline
+from jaxdeid.deid import pipeline
+from jaxdeid.deid.pipeline import load_params
 
 
 @pytest.fixture

@@ -303,7 +303,7 @@ def test_batch_fn_and_iterator_resume(fake_renderer):
 def test_prepared_split_preloads_into_memory_with_workers(tmp_path, fake_renderer):
     """The recognizers' in-memory train split from a prepared tfds split, several chunks and
     workers asked for (what a GPU run does): same images as the source, no pickling error."""
-    from jaxdeid.recognizers.train import InMemorySource
+    from jaxdeid.recognizers.splits import InMemorySource
 
     config = _config("synthfaces", storage="tfds", data_dir=tmp_path / "tfds", num_identities=10,
                      images_per_identity=3)

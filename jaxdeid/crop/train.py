@@ -225,7 +225,7 @@ def make_cropper(config, detector: FaceDetector):
     return jax.jit(crop_faces)
 
 
-def train_main(config, args) -> int:
+def main(config, args) -> int:
     """Entry point of ``jaxdeid train crop``."""
     del args
     start = time.perf_counter()

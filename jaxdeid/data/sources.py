@@ -1,6 +1,6 @@
 """Random-access data sources: SynthFaces, VGGFace2 (tfds manual_dir) and plain folders.
 
-`get_source(config, split)` is the one entry point (re-exported by `jaxdeid.data`).
+`get_source(config, split)` in `catalog` is the one entry point (re-exported by `jaxdeid.data`).
 Every source has the same surface:
 
     len(src), src.labels (int32 identity ids), src.num_identities,
@@ -95,7 +95,7 @@ def split_examples(example_labels: np.ndarray, fractions, split_by: str, seed: i
     raise ValueError(f"data.split_by must be 'image' or 'identity', got {split_by!r}")
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
 
@@ -121,7 +121,7 @@ class SynthFacesSource:
     """SynthFaces rendered on the fly (``storage="direct"``): nothing is stored."""
 
     def __init__(self, config, split: str):
-        _check_split(split)
+        check_split(split)
         self.resolution = int(config.data.resolution)
         self.scene_resolution = int(config.data.scene_resolution)
         self.seed = int(config.data.seed)
@@ -358,7 +358,7 @@ class FolderSource:
     def __init__(self, config, split: str):
         from ..progress import progress
 
-        _check_split(split)
+        check_split(split)
         self.config = config
         index, members = folder_split(config, split)
         self.num_identities = len(index.identity_names)
@@ -408,11 +408,11 @@ class TfdsSource:
     """
 
     # Reads stored records: nothing to gain from worker processes, and the builder handles
-    # (closures over the config) cannot be pickled to one (recognizers.train.InMemorySource).
+    # (closures over the config) cannot be pickled to one (recognizers.splits.InMemorySource).
     renders_on_read = False
 
     def __init__(self, open_part, split: str):
-        _check_split(split)
+        check_split(split)
         self.split = split
         self._open_part = open_part
         self._data: dict[str, object] = {}
@@ -504,34 +504,3 @@ def config_fingerprint(config, fields: tuple[str, ...], extra: str = "") -> str:
     """A short stable hash of the data fields that change what a prepared data set contains."""
     text = repr([(name, config.data[name]) for name in fields]) + extra
     return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-# ----------------------------------------------------------------------------- entry point
-
-def get_source(config, split: str):
-    """The random-access source for ``config.data`` and `split` ("train", "val", "test").
-
-    See the module docstring for the common interface and the two storages.
-    """
-    _check_split(split)
-    data = config.data
-    storage = data.storage
-    if storage not in ("direct", "tfds"):
-        raise ValueError(f"data.storage must be 'direct' or 'tfds', got {storage!r}")
-    if data.name == "synthfaces":
-        if storage == "direct":
-            return SynthFacesSource(config, split)
-        from .tfds_builders import prepare_synthfaces
-
-        return TfdsSource(lambda part: prepare_synthfaces(config, part, split), split)
-    if data.name in ("vggface2", "folder"):
-        if storage == "direct":
-            return FolderSource(config, split)
-        from .tfds_builders import prepare_face_folder
-
-        builder = prepare_face_folder(config)
-        source = TfdsSource(lambda part: builder, split)
-        if not len(source):
-            raise FileNotFoundError(f"{data.root}: no usable image in split {split!r}")
-        return source
-    raise ValueError(f"unknown data.name {data.name!r}; choose synthfaces, vggface2 or folder")

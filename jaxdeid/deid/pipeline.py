@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from ..crop.detector import HEATMAP_PRIOR_BIAS
-from .step import GENERATOR_ARCH, check_method, make_encoder_module, uses_light_networks
+from ..components import init_role, load_role, role_train_command
+from .methods import check_method, uses_light_networks
 
 
 def network_names(config, method: str) -> list[str]:
@@ -32,61 +33,12 @@ def network_names(config, method: str) -> list[str]:
 
 def train_command(config, method: str, name: str) -> str:
     """The `jaxdeid train ...` command that produces network `name` of `method`."""
-    arch = GENERATOR_ARCH[method]
-    suffix = f" --preset {config.preset}"
-    if name in ("enhance", "attenuate"):
-        return f"jaxdeid train {name}{suffix}"
-    if name == "detector":
-        return f"jaxdeid train crop{suffix}"
-    if name == "encoder":
-        return f"jaxdeid train encoder --arch {arch}{suffix}"
-    if name == "generator":
-        return f"jaxdeid train gan --arch {arch}{suffix}"
-    return f"jaxdeid train recognizer --arch {name.split('/', 1)[1]}{suffix}"
-
-
-def _fast_init_key(key: jax.Array) -> jax.Array:
-    """An "rbg" PRNG key derived from `key`, for initialisation only.
-
-    XLA compiles threefry-based initialisers very slowly on the CPU (minutes for a
-    small U-Net under load); the "rbg" generator is a single XLA op and compiles ~6x
-    faster. Initial weights are random either way; note that rbg bits may differ
-    between backends, so random init is reproducible per device kind, not across them.
-    """
-    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    data = jnp.ravel(jnp.asarray(data, jnp.uint32))
-    return jax.random.wrap_key_data(jnp.resize(data, (4,)), impl="rbg")
+    return role_train_command(config, method, name)
 
 
 def _init_one(config, method: str, name: str, key: jax.Array) -> Any:
-    """Random variables of one network (jitted init: one compile beats op-by-op dispatch)."""
-    from .. import crop as crop_ops
-    from ..gan import init_generator, make_generator
-    from ..light import make_model as make_light
-    from ..recognizers.model import init_variables, make_recognizer
-
-    resolution, scene = int(config.data.resolution), int(config.data.scene_resolution)
-    key = _fast_init_key(key)
-    if name in ("enhance", "attenuate"):
-        model = make_light(config, name)
-        size = scene if name == "enhance" else resolution
-        args = [jnp.zeros((1, size, size, 3), jnp.float32)]
-        if model.level_input:
-            args.append(jnp.zeros((1,), jnp.float32))
-        return {"params": jax.jit(model.init)(key, *args)["params"]}
-    if name == "detector":
-        detector = crop_ops.make_detector(config)
-        variables = jax.jit(lambda k: detector.init(k, jnp.zeros((1, scene, scene, 3), jnp.float32),
-                                                    train=False))(key)
-        return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
-    if name == "encoder":
-        encoder = make_encoder_module(config, GENERATOR_ARCH[method])
-        return dict(jax.jit(encoder.init)(key, jnp.zeros((1, resolution, resolution, 3), jnp.float32)))
-    if name == "generator":
-        G = make_generator(config.gan, GENERATOR_ARCH[method])
-        return jax.jit(lambda k: init_generator(G, k))(key)
-    arch = name.split("/", 1)[1]
-    return init_variables(make_recognizer(config, arch), key, resolution)
+    """Random variables of one network (the registry's jitted init: one compile beats op-by-op dispatch)."""
+    return init_role(config, method, name, key)
 
 
 # The real initialiser, kept under a second name so `quick_random_variables` still finds the
@@ -95,28 +47,8 @@ _module_init = _init_one
 
 
 def _load_one(config, method: str, name: str) -> Any:
-    """Trained variables of one network; FileNotFoundError when its checkpoint is missing."""
-    arch = GENERATOR_ARCH[method]
-    if name in ("enhance", "attenuate"):
-        from ..light import load_trained
-        return load_trained(config, name)[1]
-    if name == "detector":
-        from ..crop import load_trained
-        return load_trained(config)[1]
-    if name == "encoder":
-        from ..encoder import load_trained
-        loaded = load_trained(config, arch)
-        return loaded[1] if isinstance(loaded, tuple) else loaded
-    if name == "generator":
-        if method == "ours":
-            from .losses import load_finetuned_generator
-            finetuned = load_finetuned_generator(config)
-            if finetuned is not None:
-                return finetuned
-        from ..gan import load_trained
-        return load_trained(config, arch)
-    from ..recognizers.train import load_trained
-    return load_trained(config, name.split("/", 1)[1]).variables
+    """Trained variables of one network; FileNotFoundError when neither a checkpoint nor shipped weights exist."""
+    return load_role(config, method, name)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

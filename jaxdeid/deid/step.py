@@ -90,12 +90,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import crop as crop_ops
-
-METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
-
-# The generator each method inverts and perturbs. Ours is StyleGAN2 plus the light
-# networks; the StyleGAN2 baseline is the same generator with no light networks.
-GENERATOR_ARCH = {"ours": "stylegan2", "pggan": "pggan", "stylegan1": "stylegan1", "stylegan2": "stylegan2"}
+from .methods import GENERATOR_ARCH, METHODS, check_method, uses_light_networks
 
 # Views of a released frame that every judge must reject (`frame_views`): the original box
 # scaled by these factors, and shifted by these fractions of its height and width.
@@ -104,17 +99,6 @@ VIEW_SHIFTS = ((-0.1, 0.0), (0.1, 0.0), (0.0, -0.1), (0.0, 0.1))
 
 # Rec. 601 luma, the "mean luminance" of docs/method.md §4.4 (same weights as the light networks and metrics).
 _LUMA = (0.299, 0.587, 0.114)
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown de-identification method {method!r}; choose one of {METHODS}")
-    return method
-
-
-def uses_light_networks(method: str) -> bool:
-    """Only our method enhances before and attenuates after the generator (docs/method.md §4.5)."""
-    return check_method(method) == "ours"
 
 
 def mean_luminance(images: jax.Array) -> jax.Array:
@@ -274,11 +258,13 @@ def make_stages(config, method: str) -> Stages:
         outputs = apply(to_compute_dtype(variables), *to_compute_dtype(inputs), **kwargs)
         return cast_floating(outputs, jnp.float32) if reduced_precision else outputs
 
+    @jax.named_scope("enhance")
     def enhance(params, frames):
         if not light:
             return frames
         return jnp.clip(run_network(nets.enhance.apply, params["enhance"], frames), 0.0, 1.0)
 
+    @jax.named_scope("detect")
     def detect(params, frames):
         # = crop_ops.detect, with the network in the compute dtype and the box decoding in float32,
         # plus the best score outside the square a success replaces (the aligned crop's).
@@ -296,26 +282,31 @@ def make_stages(config, method: str) -> Stages:
         side_px = jnp.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * min_frame_side
         return (scores >= score_threshold) & (side_px >= min_face_pixels) & ~multiple_faces(second_scores)
 
+    @jax.named_scope("crop")
     def crop_faces(frames_in, x_low, boxes):
         original = crop_ops.aligned_crop(frames_in, boxes, resolution, align_margin)
         low = original if not light else crop_ops.aligned_crop(x_low, boxes, resolution, align_margin)
         return original, low
 
+    @jax.named_scope("encode")
     def encode(params, faces):
         return run_network(nets.encoder.apply, params["encoder"], faces)
 
     def embed(params, arch, faces):
-        embeddings = run_network(modules[arch].apply, params["judges"][arch], faces, train=False)
-        if reduced_precision:
-            # Re-normalise in float32 so the dot product in `similarities` is a cosine (docs/method.md §4.1)
-            # whatever rounding the network's last layers saw.
-            embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
-        return embeddings
+        with jax.named_scope(f"judge_{arch}"):
+            embeddings = run_network(modules[arch].apply, params["judges"][arch], faces, train=False)
+            if reduced_precision:
+                # Re-normalise in float32 so the dot product in `similarities` is a cosine (docs/method.md §4.1)
+                # whatever rounding the network's last layers saw.
+                embeddings = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True)
+            return embeddings
 
     def embed_float32(params, arch, faces):
         # `params` must be the float32 variables (not `cast_params`' output).
-        return modules[arch].apply(params["judges"][arch], faces, train=False)
+        with jax.named_scope(f"judge_{arch}"):
+            return modules[arch].apply(params["judges"][arch], faces, train=False)
 
+    @jax.named_scope("perturb")
     def perturb(w, key, k, active):
         # docs/method.md §4.6: s_k grows geometrically; a fresh draw per iteration, keyed by k so the
         # staged pipeline draws exactly the same noise.
@@ -324,10 +315,12 @@ def make_stages(config, method: str) -> Stages:
         moved = w * (1.0 + sigma * noise) if multiplicative else w + sigma * noise
         return jnp.where(active[:, None, None], moved, w)
 
+    @jax.named_scope("synthesize")
     def synthesize(params, w):
         return run_network(nets.generator.apply, params["generator"], w, method="synthesize", noise_mode="const",
                            clip=True)
 
+    @jax.named_scope("attenuate")
     def attenuate(params, faces, level):
         if not light:
             return faces
@@ -469,7 +462,8 @@ def make_private_step(config, method: str = "ours") -> Callable:
         boxes, scores, second_scores = stages.detect(params, frames_in)
         original_faces, input_faces = stages.crop_faces(frames_in, x_lowlight, boxes)
         initial_latents = stages.encode(params, original_faces)
-        references = jnp.stack([stages.embed(params, a, original_faces) for a in archs])
+        with jax.named_scope("references"):
+            references = jnp.stack([stages.embed(params, a, original_faces) for a in archs])
         level = mean_luminance(input_faces)
         detected = stages.found(boxes, scores, second_scores)
         batch = x_lowlight.shape[0]
@@ -504,18 +498,22 @@ def make_private_step(config, method: str = "ours") -> Callable:
                           iterations=jnp.zeros((batch,), jnp.int32),
                           similarities=jnp.full((batch, len(archs)), jnp.nan, jnp.float32),
                           synthesized=jnp.zeros_like(original_faces), private=jnp.zeros_like(original_faces))
-        end = jax.lax.while_loop(keep_going, add_noise_and_judge, start)
+        with jax.named_scope("noise_loop"):
+            end = jax.lax.while_loop(keep_going, add_noise_and_judge, start)
         final_similarities, judge_params, judge_embed, judge_refs = end.similarities, params, stages.embed, references
         if stages.rejudge_float32:
             # bf16 mode: the decision is taken on float32 judges (module docstring), original
             # and final faces both re-embedded; NaN (loop never ran) stays NaN.
-            judge_params, judge_embed = exact_params, stages.embed_float32
-            judge_refs = jnp.stack([stages.embed_float32(exact_params, a, original_faces) for a in archs])
-            exact = judge(end.synthesized, end.private, embed=stages.embed_float32, variables=exact_params,
-                          refs=judge_refs)
-            final_similarities = jnp.where(jnp.isnan(end.similarities), jnp.nan, exact)
-        frames, flags = stages.release(params, judge_params, judge_embed, x_lowlight, boxes, scores, second_scores,
-                                       end.private, input_faces, judge_refs, final_similarities, threshold)
+            with jax.named_scope("rejudge_float32"):
+                judge_params, judge_embed = exact_params, stages.embed_float32
+                judge_refs = jnp.stack([stages.embed_float32(exact_params, a, original_faces) for a in archs])
+                exact = judge(end.synthesized, end.private, embed=stages.embed_float32, variables=exact_params,
+                              refs=judge_refs)
+                final_similarities = jnp.where(jnp.isnan(end.similarities), jnp.nan, exact)
+        with jax.named_scope("release"):
+            frames, flags = stages.release(params, judge_params, judge_embed, x_lowlight, boxes, scores,
+                                           second_scores, end.private, input_faces, judge_refs,
+                                           final_similarities, threshold)
         diagnostics = {"iterations": end.iterations, "loop_similarities": end.similarities, "box": boxes,
                        "score": scores,
                        "second_score": second_scores, **flags,

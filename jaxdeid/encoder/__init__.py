@@ -13,7 +13,7 @@ __all__ = ["LatentEncoder", "MappingHead", "make_encoder", "with_w_avg", "make_t
 
 def __getattr__(name: str):
     # The training side pulls in the generators and the data pipeline; load it on first use.
-    if name in ("make_task", "load_trained", "task_name", "train_main", "write_reconstructions"):
+    if name in ("make_task", "load_trained", "task_name", "write_reconstructions"):
         from . import train
         return getattr(train, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

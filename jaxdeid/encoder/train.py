@@ -230,7 +230,7 @@ def write_reconstructions(config, arch: str, encoder, variables, generator_varia
     return save_png(grid_image(np.concatenate([np.asarray(faces), np.asarray(recon)]), columns=count), path)
 
 
-def train_main(config, args) -> int:
+def main(config, args) -> int:
     """Entry point of ``jaxdeid train encoder --arch ...``."""
     arch = getattr(args, "arch", None) or "stylegan2"
     start = time.perf_counter()

@@ -88,7 +88,7 @@ def average_latent(G: nn.Module, variables) -> jax.Array:
 
 def __getattr__(name):
     # Training helpers import the data API; load them on first use so `import jaxdeid.gan` stays light.
-    if name in ("make_task", "load_trained", "write_sample_grid", "train_gan"):
+    if name in ("make_task", "load_trained", "write_sample_grid"):
         from . import train
         return getattr(train, name)
     raise AttributeError(name)

@@ -218,7 +218,7 @@ def load_trained(config, arch: str | None = None) -> dict:
                    f"jaxdeid train gan --arch {arch} --preset {config.preset}")
 
 
-def train_gan(config, args) -> int:
+def main(config, args) -> int:
     """`jaxdeid train gan --arch ...`: trains (or resumes) and writes a final sample grid."""
     arch = getattr(args, "arch", None) or config.gan.arch
     config.gan.arch = arch
@@ -235,5 +235,5 @@ def train_gan(config, args) -> int:
     return 0
 
 
-__all__ = ["make_task", "load_trained", "write_sample_grid", "train_gan", "mix_styles", "ema_beta",
+__all__ = ["make_task", "load_trained", "write_sample_grid", "main", "mix_styles", "ema_beta",
            "task_name", "r1_penalty", "max_lod"]

@@ -183,7 +183,9 @@ def train(config, direction: str, *, steps: int | None = None, log=None):
                desc=f"light {direction} ({config.preset})", log=log)
 
 
-def _train_command(config, direction: str) -> int:
+def main(config, args) -> int:
+    """`jaxdeid train enhance` / `jaxdeid train attenuate` (components 1 and 6): the direction is the sub-command."""
+    direction = args.network
     _, records = train(config, direction)
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval/loss"] for r in records if "eval/loss" in r]
@@ -194,18 +196,6 @@ def _train_command(config, direction: str) -> int:
     else:
         print(f"light {direction}: already trained to {config.light.train.steps} steps ({where})")
     return 0
-
-
-def train_enhance(config, args) -> int:
-    """`jaxdeid train enhance`: the light enhancement network (component 1)."""
-    del args
-    return _train_command(config, "enhance")
-
-
-def train_attenuate(config, args) -> int:
-    """`jaxdeid train attenuate`: the light attenuation network (component 6)."""
-    del args
-    return _train_command(config, "attenuate")
 
 
 def inference_variables(state) -> dict:

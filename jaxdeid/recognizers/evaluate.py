@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from .. import metrics
+from .splits import get_split
 
 Embed = Callable[[dict, jax.Array], jax.Array]
 
@@ -46,8 +47,6 @@ def embed_source(embed: Embed, variables: dict, source, indices: np.ndarray, bat
 
 
 def _sources(config, split: str):
-    from .train import get_split
-
     probe = get_split(config, split)
     across = split != "train" and config.data.split_by == "image"
     reference = get_split(config, "train") if across else probe
@@ -102,8 +101,6 @@ def verify_split(config, embed: Embed, variables: dict, split: str, *, num_pairs
 def identify_split(config, embed: Embed, variables: dict, split: str, *, seed: int) -> dict[str, Any]:
     """1:N identification (docs/method.md §4.2) of the `split` images against a gallery enrolled from train images."""
     rc = config.recognizer
-    from .train import get_split
-
     probe, train = get_split(config, split), get_split(config, "train")
     labels = np.asarray(train.labels)
     rng = np.random.default_rng(seed)
