@@ -8,11 +8,9 @@ paper and small presets on one GPU.
 import os
 import sys
 import time
-from pathlib import Path
 
 _SESSION_START = time.perf_counter()
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("JAXDEID_PROGRESS", "0")
 
 # Scale-out rows (test_private_step.py) need several devices; on the CPU, XLA can present

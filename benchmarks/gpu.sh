@@ -83,13 +83,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 install_missing_wheels .whl
 
 # --- 2. environment checks: modules present, tensorflow-datasets off the benchmark path
-python3 - <<'EOF' || { echo "gpu.sh: environment check failed"; exit 1; }
+PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" python3 - <<'EOF' || { echo "gpu.sh: environment check failed"; exit 1; }
 import importlib, sys
 missing = [m for m in ("jax", "flax", "optax", "ml_collections", "dm_pix", "PIL", "pytest", "pytest_benchmark")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"missing modules: {missing} (carry their wheels in .whl/)")
-sys.path.insert(0, "benchmarks")
 import jax
 import jaxdeid.deid.pipeline, jaxdeid.deid.step, jaxdeid.results  # noqa: F401
 import harness, report, test_private_step, test_train_steps  # noqa: F401

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
 

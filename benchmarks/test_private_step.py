@@ -49,8 +49,7 @@ import pytest
 
 from harness import bench_config, compile_and_analyse, lowered_flops, run_benchmark, timed_compilation
 
-METHODS = ("ours", "pggan", "stylegan1", "stylegan2")
-
+from jaxdeid.deid.methods import METHODS
 
 # Every frame of the evaluation batch holds one face, and the benchmark times the whole
 # pipeline, so every detection counts as a face (score threshold 0): a weak or untrained

@@ -9,58 +9,35 @@ import pytest
 
 from harness import bench_config, bench_rounds, compile_and_analyse, run_benchmark
 
-
-def _light(direction):
-    def build(config):
-        from jaxdeid.light.train import make_task
-        return make_task(config, direction)
-    return build
-
-
-def _recognizer(arch):
-    def build(config):
-        from jaxdeid.recognizers.train import make_task
-        return make_task(config, arch)
-    return build
+from jaxdeid.components import COMPONENTS
+from jaxdeid.deid.pipeline import quick_random_variables
+from jaxdeid.encoder.train import make_task as make_encoder_task
+from jaxdeid.gan import ARCHS as GAN_ARCHS
+from jaxdeid.recognizers import ARCHS as RECOGNIZER_ARCHS
 
 
-def _gan(arch):
-    def build(config):
-        from jaxdeid.gan.train import make_task
-        return make_task(config, arch)
-    return build
+def _registry_task(kind, arch=None):
+    """The training task of a registry component (the one `jaxdeid train` runs)."""
+    return lambda config: COMPONENTS[kind].make_task(config, arch)
 
 
 def _encoder(arch):
     def build(config):
-        from jaxdeid.deid.pipeline import quick_random_variables
-        from jaxdeid.encoder.train import make_task
         # The frozen generator it inverts: random weights at the right shapes (a benchmark
         # times the step, whatever the generator has learnt); the baseline method of the
         # same name uses exactly that generator.
-        return make_task(config, arch, generator_variables=quick_random_variables(config, arch, "generator"))
+        return make_encoder_task(config, arch, generator_variables=quick_random_variables(config, arch, "generator"))
     return build
 
 
-def _crop(config):
-    from jaxdeid.crop.train import make_task
-    return make_task(config)
-
-
-def _deid_finetune(config):
-    from jaxdeid.components import DEID
-    return DEID.make_task(config, None)
-
-
-GAN_ARCHS = ("stylegan2", "stylegan1", "pggan")
 TASKS = {
-    "train_light_enhance": _light("enhance"),
-    "train_light_attenuate": _light("attenuate"),
-    "train_crop": _crop,
-    **{f"train_recognizer_{a}": _recognizer(a) for a in ("vgg16", "resnet50", "mobilenetv3", "senet50")},
-    **{f"train_gan_{a}": _gan(a) for a in GAN_ARCHS},
+    "train_light_enhance": _registry_task("enhance"),
+    "train_light_attenuate": _registry_task("attenuate"),
+    "train_crop": _registry_task("crop"),
+    **{f"train_recognizer_{a}": _registry_task("recognizer", a) for a in RECOGNIZER_ARCHS},
+    **{f"train_gan_{a}": _registry_task("gan", a) for a in GAN_ARCHS},
     **{f"train_encoder_{a}": _encoder(a) for a in GAN_ARCHS},
-    "train_deid_finetune": _deid_finetune,
+    "train_deid_finetune": _registry_task("deid"),
 }
 
 

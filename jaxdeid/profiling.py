@@ -24,9 +24,11 @@ instant the ops running then (the innermost event of each thread) share it equal
 an instant when none runs (the executor moving from one op to the next) is charged to
 the op that starts next. Control-flow instructions (``while``, ``conditional``, ``call``)
 are containers, not work: their events are left out (on the CPU a ``while`` event may end
-long before its body's ops do), the ops of their bodies count instead. The table's
-total is therefore the traced device span of a call: the wall time of a call minus the
-host's dispatch before the first op and its sync after the last.
+long before its body's ops do), the ops of their bodies count instead. The stage rows
+therefore add up to the device span of a call. `trace_calls` marks each call with a step
+annotation; the rest of that annotation (the host's dispatch before the first op, e.g.
+the arguments' handling, and its sync after the last) is the table's host row, so the
+table's total is a call's wall time as the trace saw it.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ import jax
 # Named scopes of the private step (jaxdeid/deid/step.py); a judge's scope is JUDGE_PREFIX + arch.
 LOOP_SCOPE = "noise_loop"
 JUDGE_PREFIX = "judge_"
-STAGE_SCOPES = frozenset({"enhance", "detect", "crop", "encode", "references", LOOP_SCOPE, "perturb", "synthesize",
-                          "attenuate", "rejudge_float32", "release"})
+STAGE_SCOPES = frozenset({"cast_params", "enhance", "detect", "crop", "encode", "references", LOOP_SCOPE, "perturb",
+                          "synthesize", "attenuate", "rejudge_float32", "release"})
 
 CONTAINER_OPCODES = frozenset({"while", "conditional", "call"})
 
@@ -55,10 +57,10 @@ _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%([^\s(]+)\s*\(.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+)\s*=\s*(.*)$")
 _OP_NAME = re.compile(r'metadata=\{[^}]*?\bop_name="((?:[^"\\]|\\.)*)"')
 _OPCODE = re.compile(r"\s([a-z][a-z0-9\-]*)\(")
-_CALLEES = re.compile(r"\b(?:body|condition|calls|to_apply|true_computation|false_computation)=%([^\s,})]+)")
+_CALLEES = re.compile(r"\b(body|condition|calls|to_apply|true_computation|false_computation)=%([^\s,})]+)")
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _MODULE = re.compile(r"^HloModule\s+([^\s,]+)", re.M)
-_WRAPPER = re.compile(r"^(?:[\w.\-]+\()+(.*?)\)+$")   # "vmap(jit(release))" -> "release"
+_TRANSFORM = re.compile(r"^(\w+)\((.*)\)$")   # a name under a transform: "vmap(release)", "jvp(judge_vgg16)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,7 @@ class HloOps:
     opcodes: dict[str, str]         # instruction -> opcode ("fusion", "while", "copy", ...)
     computation: dict[str, str]     # instruction -> the computation it belongs to
     callees: dict[str, tuple[str, ...]]   # instruction -> computations it calls (body, condition, calls, ...)
+    bodies: dict[str, str]                # while instruction -> its body computation
 
     @property
     def containers(self) -> frozenset[str]:
@@ -84,6 +87,8 @@ def parse_hlo(text: str) -> HloOps:
     opcodes: dict[str, str] = {}
     computation: dict[str, str] = {}
     callees: dict[str, tuple[str, ...]] = {}
+    bodies: dict[str, str] = {}
+    users: dict[str, list[str]] = collections.defaultdict(list)
     current = ""
     for line in text.splitlines():
         header = _COMPUTATION.match(line)
@@ -97,42 +102,67 @@ def parse_hlo(text: str) -> HloOps:
         computation[name] = current
         opcode = _OPCODE.search(rest)
         opcodes[name] = opcode.group(1) if opcode else ""
+        if opcode:
+            operands = rest[opcode.end():rest.find(")", opcode.end())]
+            for operand in re.findall(r"%([^\s,]+)", operands):
+                users[operand].append(name)
         op_name = _OP_NAME.search(rest)
         if op_name:
             own[name] = op_name.group(1)
-        called = _CALLEES.findall(rest)
+        called = []
+        for attribute, callee in _CALLEES.findall(rest):
+            called.append(callee)
+            if attribute == "body":
+                bodies[name] = callee
         for branches in _BRANCHES.findall(rest):
             called += [b.strip().lstrip("%") for b in branches.split(",") if b.strip()]
         if called:
             callees[name] = tuple(called)
-    # An instruction without metadata takes the op_name of the instruction calling its
-    # computation; nested computations resolve from the outside in.
+    # An instruction without metadata (XLA made it: a copy, a bf16 <-> f32 conversion on the
+    # CPU) takes the op_name of the first instruction using its result that has one, else of
+    # the instruction calling its computation (a while's, for a copy of the loop state).
     caller_of: dict[str, str] = {}
     for name, called in callees.items():
         for callee in called:
             caller_of.setdefault(callee, name)
+    resolved: dict[str, str] = {}
 
     def resolve(name: str, seen: frozenset = frozenset()) -> str:
         if name in own:
             return own[name]
-        caller = caller_of.get(computation.get(name, ""))
-        if caller is None or caller in seen:
-            return ""
-        return resolve(caller, seen | {name})
+        if name not in resolved:
+            found = ""
+            for user in users.get(name, ()):
+                if user not in seen:
+                    found = resolve(user, seen | {name})
+                    if found:
+                        break
+            caller = caller_of.get(computation.get(name, ""))
+            if not found and caller is not None and caller not in seen:
+                found = resolve(caller, seen | {name})
+            resolved[name] = found
+        return resolved[name]
 
     op_names = {name: resolve(name) for name in computation}
-    return HloOps(module=module, op_names=op_names, opcodes=opcodes, computation=computation, callees=callees)
+    return HloOps(module=module, op_names=op_names, opcodes=opcodes, computation=computation, callees=callees,
+                  bodies=bodies)
+
+
+def _scope_name(component: str) -> str:
+    """A name-stack entry without its transform wrappers; "" for a jitted function's entry ("jit(crop)")."""
+    while True:
+        match = _TRANSFORM.match(component)
+        if not match:
+            return component
+        if match.group(1) in ("jit", "pjit"):   # a function's name, not a named scope
+            return ""
+        component = match.group(2)
 
 
 def scope_path(op_name: str) -> tuple[str, ...]:
-    """The stage scopes on an op_name's name stack, outermost first (transform wrappers removed)."""
-    path = []
-    for component in op_name.split("/"):
-        wrapped = _WRAPPER.match(component)
-        component = wrapped.group(1) if wrapped else component
-        if component in STAGE_SCOPES or component.startswith(JUDGE_PREFIX):
-            path.append(component)
-    return tuple(path)
+    """The stage scopes on an op_name's name stack, outermost first ("vmap(release)" counts as "release")."""
+    names = (_scope_name(component) for component in op_name.split("/"))
+    return tuple(name for name in names if name in STAGE_SCOPES or name.startswith(JUDGE_PREFIX))
 
 
 def stage_key(op_name: str) -> tuple[str, ...]:
@@ -197,21 +227,23 @@ def attribute_time(ops: Sequence[dict[str, Any]], containers: frozenset[str] = f
     """
     runs: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for e in ops:
-        if e["args"]["hlo_op"] not in containers:
+        if e["args"]["hlo_op"] not in containers and float(e.get("dur", 0.0)) > 0:
             runs[str(e["args"].get("run_id", ""))].append(e)
     result = {}
     for run, events in runs.items():
         points = []
         for index, e in enumerate(events):
-            start = float(e["ts"])
-            points.append((start, 1, index))
-            points.append((start + float(e.get("dur", 0.0)), 0, index))
-        points.sort()   # at equal times ends (0) come before starts (1)
+            start, duration = float(e["ts"]), float(e["dur"])
+            points.append((start, 1, -duration, index))
+            points.append((start + duration, 0, 0.0, index))
+        # At equal times ends (0) come before starts (1), and a longer event starts before a
+        # shorter one: a parent is on its thread's stack before the child it begins with.
+        points.sort()
         stacks: dict[tuple, list[int]] = collections.defaultdict(list)
         elapsed = collections.defaultdict(float)
         busy = collections.defaultdict(float)
         idle, previous = 0.0, None
-        for t, kind, index in points:
+        for t, kind, _, index in points:
             if previous is not None and t > previous:
                 running = [stack[-1] for stack in stacks.values() if stack]
                 for i in running:
@@ -246,7 +278,7 @@ def loop_body_ops(hlo: HloOps, scope: str = LOOP_SCOPE) -> frozenset[str]:
         components = op_name.split("/")
         if hlo.opcodes.get(name) == "while" and scope in components and \
                 components[components.index(scope) + 1:] == ["while"]:
-            bodies.update(hlo.callees.get(name, ()))
+            bodies.add(hlo.bodies.get(name))
     return frozenset(name for name, comp in hlo.computation.items() if comp in bodies
                      and hlo.opcodes.get(name) not in ("parameter", "tuple", "get-tuple-element", "constant"))
 
@@ -273,20 +305,24 @@ class StageRow:
     per_iteration: bool = False
 
 
-def private_step_rows(judges: Sequence[str], rejudge_float32: bool = False) -> list[StageRow]:
-    """The rows of the private step's table, in pipeline order; the last one takes unscoped ops."""
-    loop = [StageRow("perturb (latent noise)", ((LOOP_SCOPE, "perturb"),), True),
-            StageRow("synthesize", ((LOOP_SCOPE, "synthesize"),), True),
-            StageRow("attenuate", ((LOOP_SCOPE, "attenuate"),), True),
-            *[StageRow(f"judge {arch}", ((LOOP_SCOPE, JUDGE_PREFIX + arch),), True) for arch in judges],
-            StageRow("loop bookkeeping", ((LOOP_SCOPE,),), True)]
-    rows = [StageRow("enhance", (("enhance",),)),
-            StageRow("detect + crop", (("detect",), ("crop",))),
-            StageRow("encode", (("encode",),)),
-            StageRow("judges on the original faces", (("references",),)),
-            *loop]
-    if rejudge_float32:
-        rows.append(StageRow("float32 re-judging (bf16 mode)", (("rejudge_float32",),)))
+def private_step_rows(judges: Sequence[str], *, light: bool = True, bf16: bool = False) -> list[StageRow]:
+    """The rows of the private step's table, in pipeline order; the last one takes unscoped ops.
+
+    `light`: the method runs the light networks (enhance, attenuate: ours only);
+    `bf16`: ``deid.compute_dtype="bfloat16"`` (weights cast per call, float32 re-judging).
+    """
+    rows = [StageRow("cast weights to bf16", (("cast_params",),))] if bf16 else []
+    rows += [StageRow("enhance", (("enhance",),))] if light else []
+    rows += [StageRow("detect + crop", (("detect",), ("crop",))),
+             StageRow("encode", (("encode",),)),
+             StageRow("judges on the original faces", (("references",),)),
+             StageRow("perturb (latent noise)", ((LOOP_SCOPE, "perturb"),), True),
+             StageRow("synthesize", ((LOOP_SCOPE, "synthesize"),), True)]
+    rows += [StageRow("attenuate", ((LOOP_SCOPE, "attenuate"),), True)] if light else []
+    rows += [*[StageRow(f"judge {arch}", ((LOOP_SCOPE, JUDGE_PREFIX + arch),), True) for arch in judges],
+             StageRow("loop bookkeeping", ((LOOP_SCOPE,),), True)]
+    if bf16:
+        rows.append(StageRow("float32 re-judging", (("rejudge_float32",),)))
     rows += [StageRow("release (paste-back, re-detect, judge views)", (("release",),)),
              StageRow("other (between stages)", ((),))]
     return rows
@@ -296,16 +332,23 @@ def private_step_rows(judges: Sequence[str], rejudge_float32: bool = False) -> l
 class StageTable:
     """Per-stage milliseconds per call of a traced program (see `stage_table`)."""
 
-    rows: list[tuple[StageRow, float, float]]   # (row, elapsed ms per call, busy ms per call)
+    rows: list[tuple[StageRow, float, float]]   # (row, elapsed ms per call, busy ms per call): the device span
+    host_ms: float | None                      # per call: the host's dispatch before the first op and sync after
     calls: int                                 # traced calls (run_ids)
-    iterations: int | None                     # loop iterations per call (the step's own count)
+    iterations: int | None                     # loop iterations per call (the program's own count)
     traced_iterations: list[int]               # per call, how often the loop body ran in the trace
     wall_ms: float | None                      # measured wall time per call, when given
-    unmapped_ops: int                          # events whose instruction the HLO text did not name
+    unmapped_ops: int                          # traced instructions the HLO text does not name
+    keys_seen: frozenset[tuple[str, ...]] = frozenset()   # the stage keys (`stage_key`) of the traced ops
+
+    @property
+    def device_ms(self) -> float:
+        """From a call's first op's start to its last op's end (the rows add up to it)."""
+        return sum(ms for _, ms, _ in self.rows)
 
     @property
     def total_ms(self) -> float:
-        return sum(ms for _, ms, _ in self.rows)
+        return self.device_ms + (self.host_ms or 0.0)
 
     @property
     def busy_ms(self) -> float:
@@ -316,23 +359,47 @@ class StageTable:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what the command writes beside the trace (stages.json)."""
-        iters = self.iterations
+        iters, total = self.iterations, self.total_ms
         return {"calls": self.calls, "iterations": iters, "traced_iterations": self.traced_iterations,
-                "wall_ms": self.wall_ms, "total_ms": self.total_ms, "busy_ms": self.busy_ms,
-                "unmapped_ops": self.unmapped_ops,
+                "wall_ms": self.wall_ms, "total_ms": total, "device_ms": self.device_ms, "host_ms": self.host_ms,
+                "busy_ms": self.busy_ms, "unmapped_ops": self.unmapped_ops,
+                "stage_keys_seen": sorted("/".join(k) for k in self.keys_seen),
                 "stages": [{"label": row.label, "keys": ["/".join(k) for k in row.keys], "ms": ms, "busy_ms": busy,
                             "ms_per_iteration": ms / iters if row.per_iteration and iters else None,
-                            "share": ms / self.total_ms if self.total_ms else 0.0}
+                            "share": ms / total if total else 0.0}
                            for row, ms, busy in self.rows]}
 
 
+def host_time(events: Sequence[dict[str, Any]], ops: Sequence[dict[str, Any]], step_name: str) -> float | None:
+    """Mean µs per step annotation `step_name` outside its calls' op spans (dispatch before, sync after).
+
+    None when the trace has no such annotation (`trace_calls` marks every call as one).
+    """
+    steps = [e for e in events if e.get("ph") == "X" and e.get("name") == step_name
+             and "step_num" in e.get("args", {})]
+    if not steps:
+        return None
+    spans: dict[str, list[float]] = {}
+    for e in ops:
+        span = spans.setdefault(str(e["args"].get("run_id", "")), [float("inf"), float("-inf")])
+        span[0], span[1] = min(span[0], float(e["ts"])), max(span[1], float(e["ts"]) + float(e.get("dur", 0.0)))
+    outside = []
+    for step in steps:
+        start, end = float(step["ts"]), float(step["ts"]) + float(step.get("dur", 0.0))
+        inside = sum(hi - lo for lo, hi in spans.values() if lo >= start and hi <= end)
+        outside.append(end - start - inside)
+    return sum(outside) / len(outside)
+
+
 def stage_table(events: Sequence[dict[str, Any]], hlo: HloOps, rows: Sequence[StageRow], *,
-                iterations: int | None = None, wall_s: float | None = None) -> StageTable:
+                iterations: int | None = None, wall_s: float | None = None,
+                step_name: str | None = None) -> StageTable:
     """Sums `attribute_time` of `hlo`'s ops in the trace `events` into `rows`, per call.
 
     An op whose stage key no row lists goes to the last row (the catch-all).
     `iterations`: the loop's iteration count as the program itself reported it;
-    `wall_s`: the measured wall time per call.
+    `wall_s`: the measured wall time per call; `step_name`: the step annotation of each
+    call (`trace_calls`' `name`), for the host's share of a call (`host_time`).
     """
     ops = op_events(events, hlo.module)
     if not ops:
@@ -340,42 +407,50 @@ def stage_table(events: Sequence[dict[str, Any]], hlo: HloOps, rows: Sequence[St
     row_of = {key: index for index, row in enumerate(rows) for key in row.keys}
     per_run = attribute_time(ops, hlo.containers)
     totals = [[0.0, 0.0] for _ in rows]
-    unmapped = 0
+    unmapped, seen = set(), set()
     for run in per_run.values():
         for op, (elapsed, busy) in run.items():
             if op not in hlo.op_names:
-                unmapped += 1
-            index = row_of.get(stage_key(hlo.op_names.get(op, "")), len(rows) - 1)
+                unmapped.add(op)
+            key = stage_key(hlo.op_names.get(op, ""))
+            seen.add(key)
+            index = row_of.get(key, len(rows) - 1)
             totals[index][0] += elapsed
             totals[index][1] += busy
     calls = len(per_run)
+    host = host_time(events, ops, step_name) if step_name else None
     # µs summed over calls -> ms per call
     table_rows = [(row, t[0] / calls / 1e3, t[1] / calls / 1e3) for row, t in zip(rows, totals)]
-    return StageTable(rows=table_rows, calls=calls, iterations=iterations,
-                      traced_iterations=traced_iterations(ops, loop_body_ops(hlo)),
-                      wall_ms=None if wall_s is None else wall_s * 1e3, unmapped_ops=unmapped)
+    return StageTable(rows=table_rows, host_ms=None if host is None else host / 1e3, calls=calls,
+                      iterations=iterations, traced_iterations=traced_iterations(ops, loop_body_ops(hlo)),
+                      wall_ms=None if wall_s is None else wall_s * 1e3, unmapped_ops=len(unmapped),
+                      keys_seen=frozenset(seen))
 
 
 def format_table(table: StageTable) -> str:
-    """The table as text: ms per call, ms per loop iteration, share of the traced time."""
-    iters = table.iterations
-    lines = [f"{'stage':<46} {'ms/call':>9} {'ms/iter':>9} {'share':>7}"]
+    """The table as text: ms per call, ms per loop iteration, share of a call."""
+    iters, total = table.iterations, table.total_ms
+    lines = [f"{'stage':<50} {'ms/call':>9} {'ms/iter':>9} {'share':>7}"]
+
+    def line(label: str, ms: float, per_iter: str = "-") -> None:
+        lines.append(f"{label:<50} {ms:9.2f} {per_iter:>9} {ms / total if total else 0.0:7.1%}")
+
     in_loop = False
     for row, ms, _ in table.rows:
         if row.per_iteration and not in_loop:
             lines.append(f"noise loop ({iters} iteration{'s' if iters != 1 else ''} per call):")
         in_loop = row.per_iteration
-        per_iter = f"{ms / iters:9.2f}" if row.per_iteration and iters else f"{'-':>9}"
-        share = ms / table.total_ms if table.total_ms else 0.0
-        label = ("  " if row.per_iteration else "") + row.label
-        lines.append(f"{label:<46} {ms:9.2f} {per_iter} {share:7.1%}")
-    lines.append(f"{'total (traced span of a call)':<46} {table.total_ms:9.2f} {'':>9} {1:7.1%}")
+        line(("  " if row.per_iteration else "") + row.label, ms,
+             f"{ms / iters:.2f}" if row.per_iteration and iters else "-")
+    if table.host_ms is not None:
+        line("host: dispatch before the first op, sync after", table.host_ms)
+    line("total per call (from the trace)", total)
     if table.wall_ms is not None:
-        lines.append(f"{'wall time per call (measured)':<46} {table.wall_ms:9.2f}   "
-                     f"(host dispatch + sync: {table.wall_ms - table.total_ms:.2f} ms)")
-    lines.append(f"ops busy {table.busy_ms:.2f} ms of the {table.total_ms:.2f} ms per call; the rest is the "
-                 f"executor between ops, charged to the op after each gap")
-    lines.append(f"calls traced: {table.calls}; loop body ran {table.traced_iterations} time(s) per call in the trace")
+        lines.append(f"{'wall time per call (measured)':<50} {table.wall_ms:9.2f}")
+    lines.append(f"loop iterations per call: {iters} (the step's `iterations` output, max over the batch); "
+                 f"the trace's loop body ran {table.traced_iterations} times in its {table.calls} call(s)")
+    lines.append(f"device ops busy {table.busy_ms:.2f} of the {table.device_ms:.2f} ms from a call's first op to its "
+                 f"last; the rest is the executor between ops, charged to the op after each gap")
     if table.unmapped_ops:
         lines.append(f"warning: {table.unmapped_ops} traced instruction(s) not found in the HLO text "
                      f"(counted as 'other')")

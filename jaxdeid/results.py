@@ -8,6 +8,7 @@ Provenance = git commit, preset, seed, device, library versions and wall time
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -18,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+from PIL.PngImagePlugin import PngInfo
 
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "dm-pix", "tensorflow-datasets")
 
@@ -36,7 +39,6 @@ def source_digest(root: str | os.PathLike | None = None) -> str:
     (``JAXDEID_GIT_COMMIT``, ``JAXDEID_SOURCE_SHA256``), and `git_commit` checks the digest
     against the files that actually run.
     """
-    import hashlib
 
     root = Path(root) if root else Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
@@ -90,7 +92,6 @@ def library_versions() -> dict[str, str]:
 
 def device_description() -> str:
     """E.g. ``cpu x2 (x86_64)`` or ``NVIDIA H200 x1``."""
-    import jax
 
     devices = jax.devices()
     kind = devices[0].device_kind if devices else "none"
@@ -173,6 +174,24 @@ def write_markdown(path: str | os.PathLike, body: str, prov: Mapping[str, Any]) 
         f"*Versions:* {versions}.\n"
     )
     path.write_text(body.rstrip() + footer)
+    return path
+
+
+def write_png(path: str | os.PathLike, image, prov: Mapping[str, Any] | None) -> Path:
+    """Writes an image to PNG with its provenance as a text chunk (``provenance``, JSON).
+
+    ``image`` is a PIL image or a matplotlib figure (saved as drawn; the caller closes it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_to_builtin(dict(prov))) if prov else None
+    if hasattr(image, "savefig"):
+        image.savefig(path, metadata={"provenance": text} if text else None)
+    else:
+        info = PngInfo()
+        if text:
+            info.add_text("provenance", text)
+        image.save(path, pnginfo=info)
     return path
 
 

@@ -18,11 +18,11 @@
 #      (seed 1) of the black-box test, the three GANs, and the light networks and the
 #      detector unless their checkpoints came along;
 #   3. in parallel, as soon as the GANs are done: the three encoders;
-#   4. in parallel: reproduce/generators.py; the private outputs that do not need L_F (one
+#   4. in parallel: jaxdeid/reproduce/generators.py; the private outputs that do not need L_F (one
 #      `table3.py --outputs-only` process per method and run, so their compilations overlap);
 #      the L_F fine-tuning of ours, then ours' private outputs;
 #   5. in parallel, from those cached outputs: table3, fig5, fig6, grids; then results/README.md.
-#      (Detection is measured on the CPU: reproduce/detection.py needs only the carried networks.)
+#      (Detection is measured on the CPU: jaxdeid/reproduce/detection.py needs only the carried networks.)
 # Every training gets a wall-clock budget (`<section>.train.max_seconds`, a fraction of what is
 # left of JAXDEID_GPU_BUDGET_S when its stage starts): the training loop saves where it is and
 # stops, and that checkpoint is what the evaluation uses (every result file records the steps
@@ -47,7 +47,7 @@
 #   JAXDEID_GPU_PHASE=evaluate JAXDEID_GPU_BUDGET_S=200  (timeout 240), at once: stages 4-5
 # JAXDEID_GPU_PHASE=all (default) runs everything in one call with smaller training budgets.
 #
-# Generators alone. JAXDEID_GPU_PHASE=generators trains only what reproduce/generators.py
+# Generators alone. JAXDEID_GPU_PHASE=generators trains only what jaxdeid/reproduce/generators.py
 # measures: the GANs of JAXDEID_GPU_ARCHS with the device to themselves (no recognizers, light
 # networks or detector beside them) and, concurrently, the one recognizer whose embeddings the
 # Fréchet distance uses (resnet50); then their encoders; then generators.py --archs (the other
@@ -115,6 +115,16 @@ train_for() {
     --set "$section.train.max_seconds=$loop_s" > "$scratch/$name.log" 2>&1
 }
 
+# One network of kind $1 (gan, encoder) per architecture of $archs, concurrently, within $2 % of
+# the time left; waits for all of them.
+train_each_arch() {
+  local kind=$1 seconds=$(( $(left) * $2 / 100 )) pids=() arch
+  for arch in $archs; do
+    train_for "$seconds" "$kind" "${kind}_$arch" "$kind" --arch "$arch" & pids+=($!)
+  done
+  wait_all "$kind" "${pids[@]}"
+}
+
 # --- 0. offline wheels (only distributions that are not installed at all)
 . reproduce/offline_wheels.sh
 install_missing_wheels .whl
@@ -145,7 +155,7 @@ fi
 # is and stops; compilation counts), so a stage ends on time with its work saved; `timeout`
 # is only the safety net. Budgets are fractions of what is left when the stage starts.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.07   # up to 12 processes (table1 parent + 4 + fifth + 3 GANs + 3 light/crop)
-pids_rec=(); pids_gan=(); pid_table1=
+pids_rec=(); pid_table1=
 if [ "$phase" = generators ]; then
   # Only the recognizer whose embeddings generators.py's distances use, beside the GANs.
   train_for "$(( $(left) * 45 / 100 ))" recognizer recognizer recognizer --arch resnet50 & pids_rec+=($!)
@@ -157,28 +167,19 @@ for net in enhance attenuate crop; do
     --set "$section.train.max_seconds=$(( $(left) * 4 / 10 ))" > "$scratch/$net.log" 2>&1 & pids_rec+=($!)
 done
 rec_s=$(( $(left) * 45 / 100 ))   # then Table 1 evaluates: done before stage 4 needs the judges
-timeout -s INT -k 15 "$(left)" python3 reproduce/table1.py --preset "$preset" --jobs 4 "${sets[@]}" \
+timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.table1 --preset "$preset" --jobs 4 "${sets[@]}" \
   --set "recognizer.train.max_seconds=$rec_s" > "$scratch/table1.log" 2>&1 & pid_table1=$!
 timeout -s INT -k 15 "$(left)" python3 -m jaxdeid train recognizer --arch resnet50 --seed 1 \
   --workdir "$workdir/blackbox_seed1" --preset "$preset" "${sets[@]}" --set "recognizer.train.max_seconds=$rec_s" \
   > "$scratch/fifth.log" 2>&1 & pids_rec+=($!)
 fi
 case "$phase" in train) share=50;; generators) share=45;; *) share=42;; esac
-gan_s=$(( $(left) * share / 100 ))
-for arch in $archs; do
-  train_for "$gan_s" gan "gan_$arch" gan --arch "$arch" & pids_gan+=($!)
-done
-wait_all gan "${pids_gan[@]}"
+train_each_arch gan "$share"
 echo "== GANs done after $(( $(date +%s) - start ))s"
 
 # --- 3. encoders (each inverts its own generator)
-pids_enc=()
 case "$phase" in train|generators) share=50;; *) share=35;; esac
-enc_s=$(( $(left) * share / 100 ))
-for arch in $archs; do
-  train_for "$enc_s" encoder "encoder_$arch" encoder --arch "$arch" & pids_enc+=($!)
-done
-wait_all encoder "${pids_enc[@]}"
+train_each_arch encoder "$share"
 echo "== encoders done after $(( $(date +%s) - start ))s"
 
 wait_all recognizer/light "${pids_rec[@]}" $pid_table1
@@ -192,7 +193,7 @@ fi
 fi
 
 if [ "$phase" = generators ]; then
-  timeout -s INT -k 15 "$(left)" python3 reproduce/generators.py --preset "$preset" "${sets[@]}" --no-train \
+  timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.generators --preset "$preset" "${sets[@]}" --no-train \
     --archs "$(echo $archs | tr ' ' ,)" > "$scratch/generators.log" 2>&1
   echo "== generators.py: exit $? after $(( $(date +%s) - start ))s"
 elif [ "$phase" != train ]; then
@@ -200,24 +201,24 @@ elif [ "$phase" != train ]; then
 # checkpoint is an error in its own log instead of a training run that eats the budget.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.09
 eval_args=(--preset "$preset" "${sets[@]}" --no-train)
-timeout -s INT -k 15 "$(left)" python3 reproduce/generators.py "${eval_args[@]}" \
+timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.generators "${eval_args[@]}" \
   > "$scratch/generators.log" 2>&1 & pids_eval=($!)
 # The private outputs that do not need L_F, one process per method and run (their compilations
 # overlap on the CPU cores); table3/fig5/fig6/grids later read them from <workdir>/eval/.
 first_methods="pggan stylegan1 stylegan2"; [ "$phase" = evaluate ] && first_methods="ours $first_methods"
 for method in $first_methods; do
-  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
+  timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.table3 "${eval_args[@]}" --outputs-only main \
     --methods "$method" > "$scratch/outputs_$method.log" 2>&1 & pids_eval+=($!)
 done
 for method in ours pggan stylegan1 stylegan2; do
-  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only holdout \
+  timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.table3 "${eval_args[@]}" --outputs-only holdout \
     --methods "$method" > "$scratch/outputs_holdout_$method.log" 2>&1 & pids_eval+=($!)
 done
 if [ "$phase" = all ]; then
   # L_F fine-tuning of ours (eq. 8): its judges are the recognizers, its encoder the StyleGAN2 one.
   train_for "$(( $(left) * 35 / 100 ))" deid deid deid
   echo "== L_F fine-tuning: exit $? after $(( $(date +%s) - start ))s"
-  timeout -s INT -k 15 "$(left)" python3 reproduce/table3.py "${eval_args[@]}" --outputs-only main \
+  timeout -s INT -k 15 "$(left)" python3 -m jaxdeid.reproduce.table3 "${eval_args[@]}" --outputs-only main \
     --methods ours > "$scratch/outputs_ours.log" 2>&1
   echo "== ours' private outputs: exit $? after $(( $(date +%s) - start ))s"
 fi
@@ -249,7 +250,7 @@ if [ "$phase" != evaluate ] || [ -n "${JAXDEID_GPU_EXPORT:-}" ]; then
   done
   [ -n "${OUT:-}" ] && mkdir -p "$OUT" && tar -cf "$OUT/store_${preset}.tar" -C jaxdeid/store/shipped "$preset"
 fi
-[ "$phase" = train ] || [ "$phase" = generators ] || python3 reproduce/summary.py --preset "$preset" "${sets[@]}" || true   # results/README.md
+[ "$phase" = train ] || [ "$phase" = generators ] || python3 -m jaxdeid.reproduce.summary --preset "$preset" "${sets[@]}" || true   # results/README.md
 for f in "$scratch"/*.log; do [ "$f" = "$log" ] || { echo "--- $(basename "$f")"; tail -n 3 "$f"; }; done
 # Training curves of this run, for the record (small files).
 # With them the trainings' own PNGs (GAN samples, encoder reconstructions): the first H200 run's

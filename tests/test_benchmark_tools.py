@@ -2,14 +2,11 @@
 FLOP counts, and how benchmarks/warm_cache.py groups the benchmarks into processes."""
 
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import harness  # noqa: E402
 import warm_cache  # noqa: E402

@@ -23,7 +23,8 @@ from PIL import Image
 
 from jaxdeid.cli import main
 from jaxdeid.commands import deidentify
-from jaxdeid.commands.deidentify import UNTRAINED_SUFFIX, exit_status, file_report, letterbox, output_stems
+from jaxdeid.commands.deidentify import UNTRAINED_SUFFIX, exit_status, file_report, output_stems
+from jaxdeid.data.images import letterbox
 from jaxdeid.configs import get_config
 from jaxdeid.crop import aligned_crop
 from jaxdeid.data import read_image
@@ -105,10 +106,11 @@ def _cached_step(config, method="ours", num_devices=None):
 
 
 def _patch_networks(patch):
-    from jaxdeid.deid import pipeline, step
+    from jaxdeid.commands import deidentify
+    from jaxdeid.deid import pipeline
 
     patch.setattr(pipeline, "_init_one", _random_networks)
-    patch.setattr(step, "make_jitted_private_step", _cached_step)
+    patch.setattr(deidentify, "make_jitted_private_step", _cached_step)
 
 
 @pytest.fixture(scope="module")
@@ -355,13 +357,13 @@ def test_enhance_shares_the_naming_and_the_walker(tmp_path, monkeypatch, capsys)
     """`jaxdeid enhance` (an identity network stands in for the trained enhancer: only
     the file handling is tested): dotted names keep their dots, clashing names are
     renamed, hidden images are reported, OUT inside IN is not read, OUT == IN is usage."""
-    import jaxdeid.light
+    from jaxdeid.commands import enhance
 
     class Identity:
         def apply(self, variables, image):
             return image
 
-    monkeypatch.setattr(jaxdeid.light, "load_trained", lambda config, name: (Identity(), {}))
+    monkeypatch.setattr(enhance, "load_trained", lambda config, name: (Identity(), {}))
     src = tmp_path / "in"
     (src / "out").mkdir(parents=True)
     pixels = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxdeid.configs import get_config
-from jaxdeid.encoder import load_trained, make_encoder, make_task
+from jaxdeid.encoder import make_encoder
+from jaxdeid.encoder.train import load_trained, make_task
 from jaxdeid.gan import average_latent, init_generator, make_generator
 from jaxdeid.train import run
 

@@ -1,4 +1,4 @@
-"""jaxdeid.evaluation restores each shared network once per process (fig5/fig6/table3/grids speed).
+"""jaxdeid.reproduce.common restores each shared network once per process (fig5/fig6/table3/grids speed).
 
 The checkpoint reader is replaced by a counter that hands out tiny numpy "variables", so
 the test needs no trained network and no compilation: it checks that evaluating several
@@ -12,10 +12,10 @@ import collections
 import numpy as np
 import pytest
 
-from jaxdeid import evaluation as ev
 from jaxdeid.configs import get_config
 from jaxdeid.deid import pipeline
 from jaxdeid.deid.pipeline import load_params
+from jaxdeid.reproduce import common
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ def counted_loads(monkeypatch):
         return {"w": np.full((2,), float(sum(map(ord, key))), np.float32)}
 
     monkeypatch.setattr(pipeline, "_load_one", fake_load_one)
-    monkeypatch.setattr(ev, "_SHARED_NETWORKS", {})
-    monkeypatch.setattr(ev, "_PARAMS_MEMO", {})
+    monkeypatch.setattr(common, "_SHARED_NETWORKS", {})
+    monkeypatch.setattr(common, "_PARAMS_MEMO", {})
     return calls
 
 
@@ -44,7 +44,7 @@ def test_shared_networks_are_restored_once(counted_loads, tmp_path):
     config = get_config("smoke")
     config.workdir = str(tmp_path)
     methods = ("ours", "pggan", "stylegan2")
-    loaded = {m: ev._load_networks(config, m, allow_untrained=False) for m in methods}
+    loaded = {m: common._load_networks(config, m, allow_untrained=False) for m in methods}
     for judge in config.recognizer.judges:
         assert counted_loads[f"judges/{judge}"] == 1
     assert counted_loads["detector"] == 1 and counted_loads["enhance"] == 1 and counted_loads["attenuate"] == 1
@@ -73,7 +73,7 @@ def test_missing_networks_are_not_memoised(counted_loads, monkeypatch, tmp_path)
 
     monkeypatch.setattr(pipeline, "_load_one", detector_missing)
     with pytest.raises(FileNotFoundError, match="jaxdeid train crop"):
-        ev._load_networks(config, "pggan", allow_untrained=False)
+        common._load_networks(config, "pggan", allow_untrained=False)
     with pytest.raises(FileNotFoundError):
-        ev._load_networks(config, "stylegan1", allow_untrained=False)
+        common._load_networks(config, "stylegan1", allow_untrained=False)
     assert counted_loads["detector_tries"] == 2

@@ -232,19 +232,19 @@ def test_iou():
 
 
 def test_success_rate_parts():
+    """The step's decisions are read as they are; the true box can only take a detection away."""
     n = 5
-    inputs = np.full((n, 8, 8, 3), 0.2, np.float32)
-    outputs = inputs.copy()
-    outputs[1] = 0.05                  # image 1: too dark (0.05 < 0.5 * 0.2) -> invalid
-    outputs[2, 0, 0, 0] = np.nan       # image 2: not finite -> invalid
-    similarities = {"vgg16": np.array([0.1, 0.1, 0.1, 0.1, 0.1]),
-                    "resnet50": np.array([0.2, 0.0, 0.0, 0.3, 0.29])}  # image 3: resnet still matches
+    step_flags = {"detected": np.array([1, 1, 1, 1, 1], bool),
+                  "valid": np.array([1, 0, 0, 1, 1], bool),          # images 1, 2: the step found them invalid
+                  "deidentified": np.array([1, 1, 1, 0, 1], bool)}   # image 3: a judge still matches
+    similarities = {"vgg16": np.array([0.1, 0.1, 0.1, 0.1, np.nan]),
+                    "resnet50": np.array([0.2, 0.0, 0.0, 0.3, 0.29])}
     true_boxes = np.array([[0.1, 0.1, 0.9, 0.9]] * n, np.float32)
-    true_boxes[0] = np.nan             # image 0: true box unknown -> only `found` counts
+    true_boxes[0] = np.nan             # image 0: true box unknown -> only the step's detection counts
     pred_boxes = np.array([[0.5, 0.5, 1.0, 1.0]] + [[0.1, 0.1, 0.9, 0.9]] * 3 + [[0.6, 0.6, 1.0, 1.0]],
                           np.float32)  # image 4: IoU 0.0625 -> not detected
-    result = success_rate(outputs, inputs, similarities, threshold=0.3, found=np.ones(n, bool),
-                          pred_boxes=pred_boxes, true_boxes=true_boxes)
+    result = success_rate(step_flags, pred_boxes=pred_boxes, true_boxes=true_boxes, similarities=similarities,
+                          threshold=0.3)
     flags = result["flags"]
     np.testing.assert_array_equal(flags["detected"], [1, 1, 1, 1, 0])
     np.testing.assert_array_equal(flags["valid"], [1, 0, 0, 1, 1])
@@ -252,9 +252,11 @@ def test_success_rate_parts():
     np.testing.assert_array_equal(flags["success"], [1, 0, 0, 0, 0])
     assert result["rate"] == 0.2
     assert (result["detected_rate"], result["valid_rate"], result["deidentified_rate"]) == (0.8, 0.6, 0.8)
-    assert result["reject_rate"] == {"vgg16": 1.0, "resnet50": 0.8}
-    missed = success_rate(inputs, inputs, np.zeros((2, n)), found=np.array([0, 1, 1, 1, 1], bool))
-    assert missed["rate"] == 0.8 and missed["flags"]["success"][0] == 0
+    assert result["reject_rate"] == {"vgg16": 0.8, "resnet50": 0.8}   # NaN (never judged) is not a rejection
+    missed = success_rate({**step_flags, "detected": np.array([0, 1, 1, 1, 1], bool)})
+    assert missed["flags"]["success"].tolist() == [False, False, False, False, True]
+    with pytest.raises(ValueError, match="both"):
+        success_rate(step_flags, pred_boxes=pred_boxes)
 
 
 # --------------------------------------------------------------------------- bootstrap CIs
@@ -317,3 +319,25 @@ def test_plot_roc_writes_png(tmp_path):
     for log_x in (False, True):
         path = metrics.plot_roc(curves, tmp_path / f"roc_{log_x}.png", title="test", log_x=log_x)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_reported_numbers_go_through_the_registry():
+    """The modules that compute what results/ reports look registered metrics up by name
+    (`get_metric`) instead of importing the functions: no direct import of a registered one."""
+    import ast
+    from pathlib import Path
+
+    from jaxdeid.metrics import get_metric, list_metrics
+
+    registered = set(list_metrics()) | {get_metric(name).fn.__name__ for name in list_metrics()}
+    package = Path(__file__).resolve().parents[1] / "jaxdeid"
+    reporting = [*package.glob("eval/*.py"), *package.glob("reproduce/*.py"), *package.glob("*/evaluate.py"),
+                 package / "encoder" / "train.py", package / "crop" / "ops.py"]
+    direct = []
+    for path in reporting:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] in ("metrics", "success", "image",
+                                                                                          "verification", "frechet",
+                                                                                          "identification"):
+                direct += [f"{path.name}: {a.name}" for a in node.names if a.name in registered]
+    assert len(reporting) > 10 and direct == []

@@ -1,4 +1,4 @@
-"""Smoke test of reproduce/generators.py's measuring plumbing (no training).
+"""Smoke test of jaxdeid/reproduce/generators.py's measuring plumbing (no training).
 
 A freshly initialised 16 px StyleGAN2 stands in for a trained one, a pixel-statistics function for
 the recognizer and a constant map for the encoder; the full script (which trains) is run end to end by the lead.

@@ -1,4 +1,4 @@
-"""reproduce/table3.py, fig5.py, fig6.py and grids.py end to end on a tiny run.
+"""jaxdeid/reproduce/table3.py, fig5.py, fig6.py and grids.py end to end on a tiny run.
 
 Smoke preset, 2 low-light test scenes, randomly initialised networks (--allow-untrained),
 two cheap white-box judges, a 2-iteration cap. Compilation dominates, so the scripts run
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 
 # Two private steps and ~8 networks to compile: ~2-3 min of CPU on 2 cores.
 pytestmark = pytest.mark.slow
@@ -119,23 +118,24 @@ def test_cache_is_reused_and_keyed_on_weights(run):
     """The cached outputs are read back as written; a change of weights gives a new fingerprint."""
     import jax
 
-    from jaxdeid import evaluation as ev
     from jaxdeid.configs import get_config
+    from jaxdeid.eval import protocol
+    from jaxdeid.reproduce import common
 
     results_dir, workdir, argv = run
     config = get_config("smoke", OVERRIDES)
     config.workdir = str(workdir)
     config.data.storage = "direct"
-    path = ev.cache_path(config, "ours", JUDGES)
+    path = common.cache_path(config, "ours", JUDGES)
     assert path.exists()
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
         assert meta["judges"] == list(JUDGES) and "untrained" in meta["notes"]
-    params, _ = ev.ensure_params(config, "ours", train_missing=True, allow_untrained=True)  # as the scripts: memoised
+    params, _ = common.ensure_params(config, "ours", train_missing=True, allow_untrained=True)  # as the scripts: memoised
     moved = jax.tree_util.tree_map(lambda x: x + 1, params)
-    assert ev.params_fingerprint(params) != ev.params_fingerprint(moved)
-    evalset = ev.evaluation_set(config, 2)
-    out = ev.method_outputs(config, "ours", evalset, train_missing=True, allow_untrained=True)
+    assert protocol.params_fingerprint(params) != protocol.params_fingerprint(moved)
+    evalset = protocol.evaluation_set(config, 2)
+    out = common.method_outputs(config, "ours", evalset, train_missing=True, allow_untrained=True)
     assert out["meta"]["cached"] and out["frames"].shape == evalset.lowlight.shape
 
 

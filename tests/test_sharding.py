@@ -11,7 +11,6 @@ import pytest
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np, optax
-    sys.path.insert(0, {tests!r})
     from test_train_loop import _regression_task, _cfg
     from jaxdeid.train import run
     from jaxdeid.train.sharding import data_mesh, shard_batch
@@ -27,7 +26,8 @@ def _run(tmp_path, devices: int) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
-    code = _SCRIPT.format(tests=os.path.dirname(__file__), workdir=str(tmp_path / f"d{devices}"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
+    code = _SCRIPT.format(workdir=str(tmp_path / f"d{devices}"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

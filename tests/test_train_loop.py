@@ -1,11 +1,15 @@
 """The shared training loop: falling loss, checkpoints, exact resumption."""
 
+import dataclasses
 import json
+import struct
+from collections import defaultdict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tensorboardX.proto import event_pb2
 
 from jaxdeid.configs import get_config
 from jaxdeid.train import Task, make_optimizer, restore_latest, run
@@ -82,3 +86,70 @@ def test_max_seconds_saves_and_stops_then_resumes_exactly(tmp_path):
     assert lines[-1]["stopped"].startswith("max_seconds")
     _, rest = run(_regression_task(cfg), cfg, tmp_path / "b")
     np.testing.assert_allclose([r["loss"] for r in first + rest], [r["loss"] for r in straight], rtol=1e-6, atol=0)
+
+
+def _events(run_dir):
+    """Every TensorBoard event file in `run_dir`, oldest first: {file name: [Event, ...]}.
+
+    The files are TFRecords (8-byte length, 4-byte CRC, the serialized Event, 4-byte CRC);
+    tensorboard's reader is not a dependency, tensorboardX's protobuf classes are.
+    """
+    files = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+        data, offset, events = path.read_bytes(), 0, []
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+            offset += 12 + length + 4
+        files[path.name] = events
+    return files
+
+
+def _scalars(events):
+    """{tag: [(step, value), ...]} of a list of events."""
+    scalars = defaultdict(list)
+    for event in events:
+        for value in event.summary.value:
+            scalars[value.tag].append((event.step, value.simple_value))
+    return dict(scalars)
+
+
+def test_tensorboard_scalars_mirror_the_json_lines(tmp_path):
+    """Every number of every metrics.jsonl record is a TensorBoard scalar at the record's step."""
+    cfg = _cfg(6)
+    task = dataclasses.replace(_regression_task(cfg), eval_fn=lambda state: {"w_norm": jnp.linalg.norm(
+        state["params"]["w"])})
+    run(task, cfg, tmp_path)
+    lines = [json.loads(l) for l in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    files = _events(tmp_path / "toy")
+    assert len(files) == 1
+    scalars = _scalars(next(iter(files.values())))
+    expected = defaultdict(list)
+    for line in lines:
+        for name, value in line.items():
+            if name != "step":
+                expected[name].append((line["step"], value))
+    assert set(scalars) == set(expected) == {"loss", "time_s", "eval/w_norm"}
+    for name, points in expected.items():
+        assert [s for s, _ in scalars[name]] == [s for s, _ in points], name
+        np.testing.assert_allclose([v for _, v in scalars[name]], [v for _, v in points], rtol=1e-6, err_msg=name)
+    assert [s for s, _ in scalars["loss"]] == list(range(1, 7))
+    assert [s for s, _ in scalars["eval/w_norm"]] == [5, 6]
+
+
+def test_resumed_run_appends_tensorboard_events(tmp_path):
+    """A resumed run writes a second events file (same second, same host) and leaves the first intact."""
+    cfg = _cfg(6)
+    _, first = run(_regression_task(cfg), cfg, tmp_path, steps=3)
+    _, rest = run(_regression_task(cfg), cfg, tmp_path)
+    files = list(_events(tmp_path / "toy").values())
+    assert len(files) == 2
+    assert [s for s, _ in _scalars(files[0])["loss"]] == [1, 2, 3]
+    assert [s for s, _ in _scalars(files[1])["loss"]] == [4, 5, 6]
+    np.testing.assert_allclose([v for _, v in _scalars(files[0])["loss"] + _scalars(files[1])["loss"]],
+                               [r["loss"] for r in first + rest], rtol=1e-6)
+    # The resumed file hides whatever a killed run had logged after its checkpoint (step 3).
+    starts = [e.step for e in files[1] if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert starts == [4]
+    run(_regression_task(cfg), cfg, tmp_path)   # already finished: no new file
+    assert len(_events(tmp_path / "toy")) == 2

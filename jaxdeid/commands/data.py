@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 from ..data.check import check_folder
+from ..data.preview import face_grid, scene_grid
+from ..results import provenance, write_json
 from .common import add_config_flags, config_from_args, status_of_counts
 
 
@@ -30,8 +32,6 @@ def _preview_args(p):
 
 
 def _preview(config, args) -> int:
-    from ..data.preview import face_grid, scene_grid
-    from ..results import provenance, write_json
 
     if args.identities < 1 or args.per_identity < 1 or args.scenes < 0:
         raise ValueError("--identities and --per-identity must be >= 1, --scenes >= 0")

@@ -57,8 +57,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from ..data import ImageError, read_image, scan_folder, write_image
+from ..data.images import letterbox, unletterbox
+from ..deid.pipeline import load_params, weakened_settings
+from ..deid.step import make_jitted_private_step
+from ..progress import progress
 from .common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
 
 PRIVATE_SUFFIX = ".png"
@@ -101,34 +107,6 @@ def register(subparsers):
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Float image resize (Pillow bicubic per channel, mode "F"), clipped to [0, 1]."""
-    from PIL import Image
-
-    if image.shape[:2] == (height, width):
-        return image.astype(np.float32)
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize(
-        (width, height), Image.Resampling.BICUBIC)) for c in range(image.shape[-1])]
-    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
-
-
-def letterbox(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Scales `image` to fit a side x side square (black bars); returns it and (top, left, h, w) of the content."""
-    height, width = image.shape[:2]
-    scale = side / max(height, width)
-    new_h, new_w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
-    top, left = (side - new_h) // 2, (side - new_w) // 2
-    frame = np.zeros((side, side, 3), np.float32)
-    frame[top:top + new_h, left:left + new_w] = _resize(image, new_h, new_w)
-    return frame, (top, left, new_h, new_w)
-
-
-def unletterbox(frame: np.ndarray, geometry, height: int, width: int) -> np.ndarray:
-    """The content of a letterboxed frame, resized back to height x width."""
-    top, left, new_h, new_w = geometry
-    return _resize(frame[top:top + new_h, left:left + new_w], height, width)
 
 
 def box_to_pixels(box: np.ndarray, geometry, side: int, height: int, width: int) -> list[float]:
@@ -292,12 +270,7 @@ def file_report(path: Path, written: Path, diag: dict, i: int, *, config, method
 
 
 def main(args) -> int:
-    import jax
 
-    from ..data import ImageError, read_image, scan_folder, write_image
-    from ..deid.pipeline import load_params, weakened_settings
-    from ..deid.step import make_jitted_private_step
-    from ..progress import progress
 
     started = time.perf_counter()
     config = config_from_args(args)

@@ -20,9 +20,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from ..data import ImageError, read_image, write_image
+from ..data.images import list_files
+from ..light import load_trained
+from ..progress import progress
 from .common import EXIT_USAGE, add_config_flags, config_from_args, status_of_counts
+from .deidentify import output_file, output_stems
 
 
 def register(subparsers):
@@ -43,13 +49,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
 
 
 def _run(args) -> int:
-    import jax
 
-    from ..data import ImageError, read_image, write_image
-    from ..data.images import list_files
-    from ..light import load_trained
-    from ..progress import progress
-    from .deidentify import output_file, output_stems
 
     config = config_from_args(args)
     root, out = Path(args.input), Path(args.output)

@@ -1,10 +1,6 @@
-"""`jaxdeid reproduce`: run reproduce/all.py (every table and figure into results/)."""
+"""`jaxdeid reproduce`: every table and figure into results/ (`jaxdeid.reproduce.all`)."""
 
-import runpy
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "reproduce" / "all.py"
+from ..reproduce import all as reproduce_all
 
 
 def register(subparsers):
@@ -16,13 +12,7 @@ def register(subparsers):
 
 
 def _run(args) -> int:
-    if not SCRIPT.exists():
-        print("jaxdeid reproduce: reproduce/all.py not found; run from a source checkout "
-              "(pip install -e .)", file=sys.stderr)
-        return 1
-    sys.path.insert(0, str(SCRIPT.parent))
-    module = runpy.run_path(str(SCRIPT), run_name="jaxdeid_reproduce")
     argv = ["--preset", args.preset] + (["--only", args.only] if args.only else [])
     for o in args.overrides:
         argv += ["--set", o]
-    return module["main"](argv)
+    return reproduce_all.main(argv)

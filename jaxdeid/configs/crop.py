@@ -1,7 +1,7 @@
 """Face cropping ("interception") network (component 2) and paste-back (component 8).
 
 Train: ``jaxdeid train crop --preset small`` (CenterNet-style detector on SynthFaces
-scenes, normal light only). Measure: ``python reproduce/detection.py --preset small``.
+scenes; at small and paper half of each batch darkened and enhanced, `crop.enhanced_fraction`). Measure: ``python -m jaxdeid.reproduce.detection --preset small``.
 """
 
 import ml_collections
@@ -29,7 +29,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.align_margin = 0.1                                         # aligned (encoder) crop: square of side (1+2m)*max(h, w)
     c.feather = 0.06                                             # paste-back blend ramp, fraction of the crop side
     c.eval_scenes = {"smoke": 16, "small": 256, "paper": 512}[preset]   # val scenes for the in-training detection rate
-    c.test_scenes = {"smoke": 32, "small": 1000, "paper": 3000}[preset]  # test scenes used by reproduce/detection.py
+    c.test_scenes = {"smoke": 32, "small": 1000, "paper": 3000}[preset]  # test scenes used by jaxdeid/reproduce/detection.py
     # smoke: enough steps (~40 s on 2 CPU cores) that the detector finds most normal-light test
     # faces, so the smoke reproduce (CI) covers the detected / private-face path, not only
     # the no-face fallback; the larger smoke lr gets there in a few hundred steps.

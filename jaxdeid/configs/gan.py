@@ -25,7 +25,7 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.r1_interval = 16                                   # lazy R1 regularisation
     c.ema_half_life_images = {"smoke": 100, "small": 10000, "paper": 10000}[preset]
     c.mbstd_group = 4
-    c.train_final_resolution = True                       # PGGAN: skip progressive growing at small scale
+    c.train_final_resolution = True                       # skip progressive growing (every preset): train at the final resolution
     c.pggan_stable_images = {"smoke": 64, "small": 30000, "paper": 600000}[preset]  # PGGAN: images per stable phase
     c.pggan_fade_images = {"smoke": 64, "small": 30000, "paper": 600000}[preset]    # PGGAN: images per fade-in
     c.mapping_lr_multiplier = 0.01                        # StyleGAN mapping network learns 100x slower

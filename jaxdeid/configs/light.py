@@ -1,7 +1,7 @@
 """Light enhancement / attenuation networks: Retinex cascade (components 1 and 6).
 
 Train:      jaxdeid train enhance --preset small     (then: jaxdeid train attenuate --preset small)
-Reproduce:  python reproduce/light.py --preset small  (from the shipped weights: ~3 min; retraining both: ~40 min on 2 CPU cores)
+Reproduce:  python -m jaxdeid.reproduce.light --preset small  (from the shipped weights: ~3 min; retraining both: ~40 min on 2 CPU cores)
 """
 
 import ml_collections

@@ -1,7 +1,7 @@
 """Face recognizers VGG16, ResNet50, MobileNetV3, SENet50 (component 7).
 
 Train one:   jaxdeid train recognizer --arch resnet50 --preset small
-Table 1:     python reproduce/table1.py --preset small   (trains what is missing, then evaluates)
+Table 1:     python -m jaxdeid.reproduce.table1 --preset small   (trains what is missing, then evaluates)
 """
 
 import ml_collections

@@ -23,6 +23,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from ..metrics import get_metric
+
 Size = int | Sequence[int]
 
 
@@ -33,19 +35,8 @@ def _hw(size: Size) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def box_iou(boxes_a: jax.Array, boxes_b: jax.Array) -> jax.Array:
-    """Intersection over union of paired boxes ``[..., 4]`` -> ``[...]`` (0 for empty boxes)."""
-    y0 = jnp.maximum(boxes_a[..., 0], boxes_b[..., 0])
-    x0 = jnp.maximum(boxes_a[..., 1], boxes_b[..., 1])
-    y1 = jnp.minimum(boxes_a[..., 2], boxes_b[..., 2])
-    x1 = jnp.minimum(boxes_a[..., 3], boxes_b[..., 3])
-    intersection = jnp.clip(y1 - y0, 0.0) * jnp.clip(x1 - x0, 0.0)
-
-    def area(b):
-        return jnp.clip(b[..., 2] - b[..., 0], 0.0) * jnp.clip(b[..., 3] - b[..., 1], 0.0)
-
-    union = area(boxes_a) + area(boxes_b) - intersection
-    return jnp.where(union > 0, intersection / jnp.maximum(union, 1e-12), 0.0)
+# Intersection over union of paired (y0, x0, y1, x1) boxes [..., 4] -> [...]: the metric's own function.
+box_iou = get_metric("iou")
 
 
 def expand_boxes(boxes: jax.Array, margin: float) -> jax.Array:

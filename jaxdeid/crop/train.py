@@ -6,7 +6,7 @@ synthesis and passed through the trained light enhancement network: the frames t
 private step actually hands it (paper §3, Fig. 2: enhancement comes before cropping).
 It never sees a raw low-light frame, so the paper's Fig. 6 mechanism (a detector built
 for ordinary images misses faces in low light and finds them again after
-enhancement) is still what ``reproduce/detection.py`` measures.
+enhancement) is still what ``jaxdeid/reproduce/detection.py`` measures.
 
     jaxdeid train crop --preset small      # needs the enhancement network when enhanced_fraction > 0
 """
@@ -22,10 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import batch_indices, get_source
+from ..data.lowlight import darken
+from ..light import load_trained as load_light
 from ..store import resolve
 from ..train import Task, make_optimizer, run
 from . import ops
-from .detector import FaceDetector, decode, detection_loss, make_detector
+from .detector import FaceDetector, decode, detect_and_crop, detection_loss, make_detector
 
 TASK_NAME = "crop"
 
@@ -85,7 +88,6 @@ class LowlightBounds(NamedTuple):
 
 def _dark_then_enhance(enhancer, lowlight: LowlightBounds, args, batch_index, frames):
     """Transform for `detection_stats`: a fixed LLNet draw per batch, then the enhancement network."""
-    from ..data.lowlight import darken
 
     variables, key = args
     low = darken(jax.random.fold_in(key, batch_index), frames, lowlight)
@@ -117,13 +119,11 @@ def make_task(config, source=None, eval_source=None) -> Task:
     def get_enhancer():
         # Loaded on first use (not at task construction), so restoring a detector needs no enhancer.
         if not enhancer:
-            from ..light import load_trained as load_light
             enhancer["model"], enhancer["variables"] = load_light(config, "enhance")
         return enhancer["model"], enhancer["variables"]
 
     def get(split):
         if sources[split] is None:
-            from ..data import get_source
             sources[split] = get_source(config, split)
         return sources[split]
 
@@ -133,7 +133,6 @@ def make_task(config, source=None, eval_source=None) -> Task:
                 "opt_state": optimizer.init(variables["params"])}
 
     def batch_fn(position):
-        from ..data import batch_indices
         train = get("train")
         indices = batch_indices(len(train), train_cfg.batch_size, config.seed, position)
         scenes = train.scenes(indices)
@@ -144,7 +143,6 @@ def make_task(config, source=None, eval_source=None) -> Task:
     def train_step(state, batch, key):
         images, boxes = batch["image"], batch["box"]
         if enhanced_fraction > 0:
-            from ..data.lowlight import darken
 
             key, k_dark, k_pick = jax.random.split(key, 3)
             model, variables = get_enhancer()
@@ -215,7 +213,6 @@ def make_cropper(config, detector: FaceDetector):
 
     The variables are an argument (not closed over), so they are not baked into the program.
     """
-    from .detector import detect_and_crop
 
     resolution, margin = int(config.data.resolution), float(config.crop.align_margin)
 

@@ -7,7 +7,7 @@ killed at step k and restarted sees exactly the batches it would have seen.
 * `batch_indices`: the usual epoch-wise sampling without replacement. The stream
   of examples is epoch 0's permutation, then epoch 1's, ...; batch ``p`` is items
   ``p*B .. p*B+B-1`` of that stream, so a batch may straddle two epochs.
-* `pk_batch_indices`: P identities × K images each, for batch-hard triplet mining
+* `pk_batch_indices`: P identities × K images each, for online semi-hard triplet mining
   (recognizers, docs/method.md §1 row 7). Identities are drawn epoch-wise like examples, so
   every person is visited equally often (up to the ``len(ids) % P`` who sit out
   each epoch, a different few every time); images per identity without

@@ -37,6 +37,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..progress import progress
+
+try:   # optional: tifffile keeps 16-bit and float RGB TIFFs exact; without it Pillow reads what it can
+    import tifffile
+except ImportError:
+    tifffile = None
+
 # The smallest side we accept. A face needs a few pixels per feature; below 16 px
 # (e.g. 1x1 tracking pixels, icons) there is nothing to recognise or protect.
 MIN_SIDE = 16
@@ -137,9 +144,7 @@ def _read_npy(path: Path, max_pixels: int, notes: list[str]) -> np.ndarray:
 
 def _read_tiff(path: Path, max_pixels: int, notes: list[str]) -> np.ndarray | None:
     """TIFFs through tifffile when present: it keeps 16-bit RGB and float RGB exactly."""
-    try:
-        import tifffile
-    except ImportError:
+    if tifffile is None:
         return None
     try:
         with tifffile.TiffFile(path) as tif:
@@ -215,6 +220,16 @@ def _read_pillow(path: Path, max_pixels: int, notes: list[str]) -> np.ndarray:
     return _to_rgb_unit(path, array, notes, high_bit=high_bit)
 
 
+def _check_not_empty(path: Path) -> None:
+    """Raises `ImageError` for a file that cannot be stat'ed or holds no bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageError(path, f"cannot be read ({err.strerror or err})") from None
+    if size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+
+
 def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
     """Reads one image file safely.
 
@@ -226,12 +241,7 @@ def read_image(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarra
     notes: list[str] = []
     if path.is_dir():
         raise ImageError(path, "is a folder, not an image file")
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise ImageError(path, f"cannot be read ({err.strerror or err})") from None
-    if size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    _check_not_empty(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         image = _read_npy(path, max_pixels, notes)
@@ -329,7 +339,6 @@ def scan_folder(root, *, max_pixels: int = DEFAULT_MAX_PIXELS, deep: bool = True
     A missing folder raises FileNotFoundError; a folder with no usable image at all
     is not an exception here: `good` is simply empty and the caller decides.
     """
-    from ..progress import progress
 
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -356,12 +365,7 @@ def scan_folder(root, *, max_pixels: int = DEFAULT_MAX_PIXELS, deep: bool = True
 def check_header(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Cheap check (no pixel decoding): returns (height, width) or raises `ImageError`."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise ImageError(path, f"cannot be read ({err.strerror or err})") from None
-    if size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    _check_not_empty(path)
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False, mmap_mode="r")
@@ -397,12 +401,38 @@ def _tiff_page_size(page) -> tuple[int, int]:
 def _tiff_header(path: Path) -> tuple[int, int] | None:
     """(height, width) of a TIFF's first page read with tifffile (no pixel decoding);
     None when tifffile is missing or cannot parse it (then Pillow decides)."""
-    try:
-        import tifffile
-    except ImportError:
+    if tifffile is None:
         return None
     try:
         with tifffile.TiffFile(path) as tif:
             return _tiff_page_size(tif.pages[0])
     except Exception:  # noqa: BLE001 - not a TIFF tifffile understands: let Pillow report
         return None
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Float image resize with Pillow's antialiased bicubic, per channel in mode "F"; float32 in [0, 1]."""
+    if image.shape[:2] == (height, width):
+        return image.astype(np.float32)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize(
+        (width, height), Image.Resampling.BICUBIC)) for c in range(image.shape[-1])]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def letterbox(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """`image` scaled to fit a side x side square (black bars); returns it and (top, left, h, w) of the content."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    new_h, new_w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+    top, left = (side - new_h) // 2, (side - new_w) // 2
+    frame = np.zeros((side, side, 3), np.float32)
+    frame[top:top + new_h, left:left + new_w] = resize(image, new_h, new_w)
+    return frame, (top, left, new_h, new_w)
+
+
+def unletterbox(frame: np.ndarray, geometry, height: int, width: int) -> np.ndarray:
+    """The content of a letterboxed frame (`letterbox`'s geometry), resized back to height x width."""
+    top, left, new_h, new_w = geometry
+    return resize(frame[top:top + new_h, left:left + new_w], height, width)

@@ -43,14 +43,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, is_image_candidate, read_image
+from ..progress import progress
+from . import synthfaces
+from .images import ImageError, is_image_candidate, letterbox, read_image, resize
+from .synthfaces import render_faces, render_scenes
 
 SPLITS = ("train", "val", "test")
 
@@ -136,14 +141,12 @@ class SynthFacesSource:
         return len(self.examples)
 
     def get(self, indices) -> dict[str, np.ndarray]:
-        from .synthfaces import render_faces
 
         indices = np.asarray(indices, dtype=np.int64)
         faces = render_faces(self.labels[indices], self.samples[indices], self.resolution, seed=self.seed)
         return {"image": np.asarray(faces, np.float32) / 255.0, "label": self.labels[indices]}
 
     def scenes(self, indices) -> dict[str, np.ndarray]:
-        from .synthfaces import render_scenes
 
         indices = np.asarray(indices, dtype=np.int64)
         frames, boxes = render_scenes(self.labels[indices], self.samples[indices], self.scene_resolution,
@@ -261,15 +264,6 @@ def index_vggface2(root) -> FaceIndex:
                      np.asarray(boxes, np.float32).reshape(-1, 4), skipped)
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Float image resize with Pillow's antialiased bicubic, per channel in mode "F"."""
-    if image.shape[:2] == (height, width):
-        return image
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize(
-        (width, height), Image.Resampling.BICUBIC)) for c in range(image.shape[-1])]
-    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
-
-
 def _valid_box(box, height: int, width: int) -> bool:
     x, y, w, h = (float(v) for v in box)
     return (np.isfinite([x, y, w, h]).all() and w >= 2 and h >= 2
@@ -297,17 +291,13 @@ def face_crop(image: np.ndarray, box_xywh, margin: float, resolution: int) -> np
     sx1, sy1 = min(x0 + side_px, width), min(y0 + side_px, height)
     if sx1 > sx0 and sy1 > sy0:
         canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    return _resize(canvas, resolution, resolution)
+    return resize(canvas, resolution, resolution)
 
 
-def letterbox(image: np.ndarray, box_xywh, scene_resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """The whole frame scaled to fit an S×S square (black bars) and its face box (y0, x0, y1, x1) in [0, 1]."""
+def scene_with_box(image: np.ndarray, box_xywh, scene_resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole frame letterboxed into an S×S square and its face box (y0, x0, y1, x1) in [0, 1]."""
     height, width = image.shape[:2]
-    scale = scene_resolution / max(height, width)
-    new_h, new_w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
-    top, left = (scene_resolution - new_h) // 2, (scene_resolution - new_w) // 2
-    frame = np.zeros((scene_resolution, scene_resolution, 3), np.float32)
-    frame[top:top + new_h, left:left + new_w] = _resize(image, new_h, new_w)
+    frame, (top, left, new_h, new_w) = letterbox(image, scene_resolution)
     if _valid_box(box_xywh, height, width):
         x, y, w, h = (float(v) for v in box_xywh)
     else:
@@ -344,7 +334,7 @@ def load_example(path, box, config) -> dict[str, np.ndarray]:
     data = config.data
     image, _ = read_image(path, max_pixels=int(data.max_image_pixels))
     face = face_crop(image, box, float(data.crop_margin), int(data.resolution))
-    scene, scene_box = letterbox(image, box, int(data.scene_resolution))
+    scene, scene_box = scene_with_box(image, box, int(data.scene_resolution))
     return {"image": face, "scene": scene, "box": scene_box}
 
 
@@ -356,7 +346,6 @@ class FolderSource:
     """
 
     def __init__(self, config, split: str):
-        from ..progress import progress
 
         check_split(split)
         self.config = config
@@ -457,7 +446,6 @@ class TfdsSource:
 
 def png_bytes(image_uint8: np.ndarray) -> bytes:
     """PNG encoding by Pillow: tfds stores bytes as given, never calling TensorFlow's encoder."""
-    import io
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image_uint8)).save(buffer, format="PNG", compress_level=1)
@@ -470,7 +458,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def render_png_chunk(part: str, identities, samples, resolution: int, seed: int) -> list[tuple[bytes, np.ndarray]]:
     """Renders SynthFaces faces or scenes and PNG-encodes them (a process-pool work item)."""
-    from . import synthfaces
 
     if part == "faces":
         images = synthfaces.render_faces(identities, samples, resolution, seed=seed)
@@ -485,7 +472,6 @@ def load_png_chunk(paths, boxes, data: dict) -> list[tuple[bool, object]]:
 
     Returns per file ``(True, {"image", "scene", "box"})`` or ``(False, (path, reason))``.
     """
-    import ml_collections
 
     config = ml_collections.ConfigDict({"data": data})
     out = []

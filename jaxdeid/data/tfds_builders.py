@@ -40,6 +40,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
@@ -86,7 +87,6 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
 
     @property
     def data(self):
-        import ml_collections
 
         return ml_collections.ConfigDict(self.builder_config.data)
 
@@ -248,7 +248,6 @@ class FaceFolder(_Builder):
 
 def _as_config(data, root: str | None = None):
     """A minimal full config (only ``.data``) for the shared split / crop helpers."""
-    import ml_collections
 
     config = ml_collections.ConfigDict()
     config.data = ml_collections.ConfigDict(dict(data))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..gan.losses import paper_eq6_discriminator_loss, paper_eq6_generator_loss, r1_penalty
+from ..gan.losses import paper_eq6_discriminator_loss, paper_eq6_generator_loss
 from ..metrics import ssim
 
 

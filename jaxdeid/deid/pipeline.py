@@ -19,9 +19,12 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..crop.detector import HEATMAP_PRIOR_BIAS
 from ..components import init_role, load_role, role_train_command
+from ..configs import get_config
+from ..crop.detector import HEATMAP_PRIOR_BIAS
+from ..store import store_dir
 from .methods import check_method, uses_light_networks
 
 
@@ -79,7 +82,6 @@ def quick_random_variables(config, method: str, name: str, seed: int = 0) -> Any
     For tests and benchmarks of the pipeline's mechanics on a busy CPU, where compiling
     seven initialisers costs minutes; `init_params` uses each module's own initialisers.
     """
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     unit_weights = name == "generator"
@@ -155,7 +157,6 @@ def load_params(config, method: str, *, allow_untrained: bool = False, key: jax.
                 flat[name] = _init_one(config, method, name, jax.random.fold_in(key, index))
     if missing and not allow_untrained:
         lines = "\n".join(f"  {name:<22} {train_command(config, method, name)}" for name in missing)
-        from ..store import store_dir
 
         directory = store_dir(config)
         where = f"missing from the {config.preset} store ({directory})" if directory is not None else \
@@ -173,7 +174,6 @@ def weakened_settings(config) -> list[str]:
     A run with any of them may still make faces the judges reject, but it is not the
     guarantee the defaults give, so `jaxdeid deidentify` writes no file as private then.
     """
-    from ..configs import get_config
 
     default = get_config(str(config.preset))
     weaker = []

@@ -24,40 +24,22 @@ networks, docs/method.md §4.5). ``config.deid.judge_views="both"`` makes ours c
 normal-light synthesized face and the released, attenuated face (the reported
 similarity per judge is the larger of the two).
 
-FAIL CLOSED, judged on what is released. The step never returns an original face as if
-it were private, and it decides on the frame it would release, not on the generated crop.
-That frame (`release`) is the input with the *fallback square* (the face box grown by
-``deid.fallback_margin`` per side, square) replaced: pixelated, with the generated face
-pasted over it (feathered inside the smaller aligned square, so the blend mixes generated
-and pixelated pixels and no input pixel survives in the square; a box off the true face
-by IoU 0.5 (shifted a third of its side, or the face √2 larger) still lies inside it,
-tests/test_deid.py; not every IoU-0.5 box does, e.g. a much taller face than its box). The detector then runs
-again on that frame (enhanced first for ours), and every judge embeds crops of it at the
-box found again, at the original box, at that box 15 % smaller and larger and shifted by
-10 % of its side each way (`frame_views`). A sample is a *success* when (paper §4.3) the
-face was detected (score >= crop.score_threshold and a box at least
-``deid.min_face_pixels`` a side) and is the only face (no heat-map cell outside its
-aligned square scores >= the second-face threshold, see below); the released face is
-valid (finite, mean luminance >= ½ of the input face's, and found again in the released
-frame with score >= crop.score_threshold and IoU >= crop.iou_threshold with its box);
-and every judge rejects both the loop's last faces and every view of the released frame
-(``similarities`` is the larger of the two per judge; ``frame_similarities`` the views'
-alone) within ``config.deid.max_iters`` iterations. ``replaced_mask`` [B, S, S] says
-which pixels a released frame does not keep (1) and which are the input's (0);
-``jaxdeid deidentify`` writes its full-resolution file with it. Every other sample gets a
-*fallback* frame instead, flagged ``fallback=True`` in the diagnostics:
-  * face detected but not a success: the fallback square is replaced by the input
-    pixelated to ``deid.fallback_cells`` cells a side;
-  * no face found: the whole frame is pixelated to ``deid.fallback_frame_cells`` cells.
-  * a second face: the whole frame too, flagged ``multiple_faces=True`` (and
-    ``detected=False``: "detected" means "one face the step can make private"). The step
-    replaces one face per frame, so a frame with two would be released with the second
-    face untouched. The second face is the detector's best score outside the first
-    face's aligned square (`crop_ops.decode` with ``exclusion_margin=crop.align_margin``,
-    the square a success replaces); it counts from ``max(deid.second_face_threshold,
-    crop.score_threshold)`` on. The floor ``deid.second_face_threshold`` (0.5) keeps
-    ``crop.score_threshold=0`` (benchmarks, tests: "every peak is a face") from turning
-    every frame into a multiple-face fallback.
+FAIL CLOSED, judged on what is released (docs/method.md §4.4). The step decides on the
+frame it would release (`release`), never on the generated crop: the *fallback square*
+(the face box grown by ``deid.fallback_margin`` per side) is pixelated and the generated
+face is feathered over it, so no input pixel of the face survives; the detector runs again
+on that frame, and every judge embeds crops of it at the box found again, the original box,
+and that box scaled and shifted (`frame_views`). A *success* needs: one face detected (score
+>= crop.score_threshold, at least ``deid.min_face_pixels`` a side, no second face at or above
+``max(deid.second_face_threshold, crop.score_threshold)`` outside its aligned square); a
+valid released face (finite, mean luminance >= ``deid.valid_luminance_ratio`` of the
+input face's, found again with IoU >= crop.iou_threshold); and every judge rejecting both
+the loop's last faces and every view, within ``deid.max_iters`` iterations. Any other
+sample is released as a *fallback* (``fallback=True``): the square pixelated to
+``deid.fallback_cells`` cells when a face was found, the whole frame to
+``deid.fallback_frame_cells`` cells when none was, or when a second face was
+(``multiple_faces=True``, ``detected=False``). ``replaced_mask`` [B, S, S] marks the pixels
+a released frame does not keep; ``jaxdeid deidentify`` writes its full-resolution file with it.
 
 ``make_staged_pipeline(config, method)`` is the same computation with every network
 jitted on its own, numpy arrays passed between stages on the host, and the noise
@@ -90,21 +72,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import crop as crop_ops
-from .methods import GENERATOR_ARCH, METHODS, check_method, uses_light_networks
+from ..encoder import make_encoder
+from ..gan import make_generator
+from ..light import make_model as make_light
+from ..light.retinex import mean_luminance   # BT.601 luma: the "mean luminance" of docs/method.md §4.4
+from ..recognizers.model import make_recognizer
+from ..train.sharding import data_mesh, replicate, shard_batch
+from .methods import GENERATOR_ARCH, check_method, uses_light_networks
 
 # Views of a released frame that every judge must reject (`frame_views`): the original box
 # scaled by these factors, and shifted by these fractions of its height and width.
 VIEW_SCALES = (0.85, 1.15)
 VIEW_SHIFTS = ((-0.1, 0.0), (0.1, 0.0), (0.0, -0.1), (0.0, 0.1))
-
-# Rec. 601 luma, the "mean luminance" of docs/method.md §4.4 (same weights as the light networks and metrics).
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def mean_luminance(images: jax.Array) -> jax.Array:
-    """Mean BT.601 luma per image, [B, H, W, 3] -> [B]."""
-    return jnp.mean(images @ jnp.asarray(_LUMA, images.dtype), axis=(-2, -1))
-
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -159,17 +138,11 @@ class Networks:
 
 def make_encoder_module(config, generator_arch: str) -> nn.Module:
     """The latent encoder that inverts `generator_arch` (owned by `jaxdeid.encoder`)."""
-    from .. import encoder
-
-    return encoder.make_encoder(config, generator_arch)
+    return make_encoder(config, generator_arch)
 
 
 def make_networks(config, method: str) -> Networks:
     """Builds every module `method` needs from the config (no variables)."""
-    from ..gan import make_generator
-    from ..light import make_model as make_light
-    from ..recognizers.model import make_recognizer
-
     check_method(method)
     arch = GENERATOR_ARCH[method]
     light = uses_light_networks(method)
@@ -457,7 +430,8 @@ def make_private_step(config, method: str = "ours") -> Callable:
         exact_params = params   # float32: bf16 mode's final judgement
         # bf16: every weight is cast once here, outside the noise loop; the casts at each
         # network call (run_network) are then no-ops, not a per-iteration conversion.
-        params = stages.cast_params(params)
+        with jax.named_scope("cast_params"):
+            params = stages.cast_params(params)
         frames_in = stages.enhance(params, x_lowlight)
         boxes, scores, second_scores = stages.detect(params, frames_in)
         original_faces, input_faces = stages.crop_faces(frames_in, x_lowlight, boxes)
@@ -630,8 +604,6 @@ def make_jitted_private_step(config, method: str = "ours", num_devices: int | No
     ``.place(params, x_lowlight)`` (the arguments put on the mesh), so a benchmark can
     place its inputs once and time the step alone.
     """
-    from ..train.sharding import data_mesh, replicate, shard_batch
-
     step = jax.jit(make_private_step(config, method))
     mesh = data_mesh(num_devices)
 

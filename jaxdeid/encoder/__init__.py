@@ -1,5 +1,6 @@
 """Latent code generation network (paper §3.3, docs/method.md §1 component 3): SE-ResNet50 + six FC layers.
 
+    from jaxdeid.encoder.train import load_trained
     encoder, variables = load_trained(config, "stylegan2")    # after `jaxdeid train encoder --arch stylegan2`
     latents = encoder.apply(variables, faces)                  # [B, num_ws, latent_dim], ready for G.synthesize
 
@@ -8,12 +9,4 @@ One encoder per generator arch (task ``encoder_<arch>``); see ``train.py`` for t
 
 from .encoder import LatentEncoder, MappingHead, make_encoder, with_w_avg
 
-__all__ = ["LatentEncoder", "MappingHead", "make_encoder", "with_w_avg", "make_task", "load_trained", "task_name"]
-
-
-def __getattr__(name: str):
-    # The training side pulls in the generators and the data pipeline; load it on first use.
-    if name in ("make_task", "load_trained", "task_name", "write_reconstructions"):
-        from . import train
-        return getattr(train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["LatentEncoder", "MappingHead", "make_encoder", "with_w_avg"]

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..gan import make_generator
 from ..recognizers.layers import standardize
 from ..recognizers.resnet import ResNet
 
@@ -89,7 +90,6 @@ def make_encoder(config, generator) -> LatentEncoder:
     ``make_encoder(config, arch)`` with an arch name builds the generator from ``config.gan`` first.
     """
     if isinstance(generator, str):
-        from ..gan import make_generator
         generator = make_generator(config.gan, generator)
     ec = config.encoder
     return LatentEncoder(

@@ -24,11 +24,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import batch_indices, get_source
+from ..gan import ARCHS as GENERATOR_ARCHS, average_latent, init_generator, make_generator
+from ..gan.pggan import lod_schedule
+from ..gan.samples import grid_image, save_png
+from ..gan.train import load_trained as load_generator
+from ..metrics import get_metric
+from ..recognizers import make_recognizer
+from ..recognizers.model import init_variables
+from ..recognizers.train import load_trained as load_recognizer
 from ..store import resolve
 from ..train import Task, make_optimizer, run
 from .encoder import LatentEncoder, make_encoder, with_w_avg
 
-ARCHS = ("stylegan2", "stylegan1", "pggan")
+# The validation figure (inversion SSIM / PSNR) comes from registered metrics (`jaxdeid.metrics.registry`).
+ssim, psnr = get_metric("ssim"), get_metric("psnr")
+
+ARCHS = GENERATOR_ARCHS   # one encoder per generator
 
 
 def task_name(arch: str) -> str:
@@ -41,7 +53,6 @@ def generator_lod(config, arch: str) -> float:
     """PGGAN's level of detail reached by its training (0 = full resolution); 0 for the StyleGANs."""
     if arch != "pggan" or config.gan.train_final_resolution:
         return 0.0
-    from ..gan.pggan import lod_schedule
 
     images_seen = float(config.gan.train.steps) * float(config.gan.train.batch_size)
     return float(lod_schedule(images_seen, config.gan.img_resolution, config.gan.pggan_stable_images,
@@ -66,8 +77,6 @@ def _resize_to(images: jax.Array, resolution: int) -> jax.Array:
 
 def _make_task(config, arch: str, generator_init: Callable[[jax.Array], dict], source=None, eval_source=None,
                identity: Any = None) -> Task:
-    from ..gan import average_latent, make_generator
-    from ..metrics import psnr, ssim
 
     ec, train_cfg = config.encoder, config.encoder.train
     G = make_generator(config.gan, arch)
@@ -78,12 +87,10 @@ def _make_task(config, arch: str, generator_init: Callable[[jax.Array], dict], s
     sources: dict[str, Any] = {"train": source, "val": eval_source}
     recognizer = None
     if ec.identity_weight > 0:
-        from ..recognizers import make_recognizer
         recognizer = make_recognizer(config, ec.identity_arch)
 
     def get(split):
         if sources[split] is None:
-            from ..data import get_source
             sources[split] = get_source(config, split)
         return sources[split]
 
@@ -102,7 +109,6 @@ def _make_task(config, arch: str, generator_init: Callable[[jax.Array], dict], s
         return state
 
     def batch_fn(position):
-        from ..data import batch_indices
         train = get("train")
         indices = batch_indices(len(train), train_cfg.batch_size, config.seed, position)
         return {"image": np.asarray(train.get(indices)["image"], np.float32)}
@@ -164,28 +170,23 @@ def make_task(config, arch: str = "stylegan2", generator_variables: dict | None 
       config: the full project config.
       arch: the generator (``stylegan2``, ``stylegan1`` or ``pggan``).
       generator_variables: the generator's variables (``{"params", "buffers"}``); default: the
-        trained EMA generator, ``jaxdeid.gan.load_trained(config, arch)``.
+        trained EMA generator, ``jaxdeid.gan.train.load_trained(config, arch)``.
       source / eval_source: face sources with ``get(indices)`` (default: the train / val splits).
     """
     task_name(arch)
     if generator_variables is None:
-        from ..gan import load_trained as load_generator
         generator_variables = load_generator(config, arch)
     identity = None
     if config.encoder.identity_weight > 0:
-        from ..recognizers import load_trained as load_recognizer
         identity = load_recognizer(config, config.encoder.identity_arch).variables
     return _make_task(config, arch, lambda key: generator_variables, source, eval_source, identity)
 
 
 def _restore_task(config, arch: str) -> Task:
-    from ..gan import init_generator, make_generator
 
     G = make_generator(config.gan, arch)
     identity = None
     if config.encoder.identity_weight > 0:  # only its shapes are needed to restore
-        from ..recognizers import make_recognizer
-        from ..recognizers.model import init_variables
         identity = jax.eval_shape(lambda k: init_variables(make_recognizer(config, config.encoder.identity_arch), k,
                                                            config.data.resolution), jax.random.PRNGKey(0))
         identity = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), identity)
@@ -202,7 +203,7 @@ def load_trained(config, arch: str = "stylegan2", *, with_generator: bool = Fals
     """The trained encoder: ``(encoder, variables)``, so ``encoder.apply(variables, faces)`` gives latents.
 
     With ``with_generator=True`` also returns the variables of its generator, resolved by the
-    same rule (``jaxdeid.gan.load_trained``): ``(encoder, variables, generator_variables)``.
+    same rule (``jaxdeid.gan.train.load_trained``): ``(encoder, variables, generator_variables)``.
     Weights by `jaxdeid.store.resolve`; FileNotFoundError names the command to run when none exist.
     """
     variables = resolve(config, _restore_task(config, arch), inference_variables,
@@ -210,16 +211,12 @@ def load_trained(config, arch: str = "stylegan2", *, with_generator: bool = Fals
                         f"(after `jaxdeid train gan --arch {arch}`)")
     encoder: LatentEncoder = make_encoder(config, arch)
     if with_generator:
-        from ..gan import load_trained as load_generator
         return encoder, variables, load_generator(config, arch)
     return encoder, variables
 
 
 def write_reconstructions(config, arch: str, encoder, variables, generator_variables, path, count: int = 8) -> Path:
     """PNG grid: val faces (top row) and their reconstructions G(E(x)) (bottom row)."""
-    from ..data import get_source
-    from ..gan import make_generator
-    from ..gan.samples import grid_image, save_png
 
     val = get_source(config, "val")
     count = min(count, len(val))

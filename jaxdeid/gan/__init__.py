@@ -5,7 +5,7 @@ exactly this, for every arch in ``ARCHS``:
 
     G = make_generator(config.gan, arch)          # flax.linen module
     D = make_discriminator(config.gan, arch)
-    variables = load_trained(config, arch)        # EMA generator: {"params", "buffers"}
+    variables = jaxdeid.gan.train.load_trained(config, arch)   # EMA generator: {"params", "buffers"}
 
     G.num_ws        # style vectors per image (2·log2(R) − 2 for StyleGANs; 1 for PGGAN)
     G.latent_dim    # width of one latent: w_dim (StyleGANs) or z_dim (PGGAN)
@@ -39,38 +39,43 @@ import jax.numpy as jnp
 
 from . import pggan, stylegan1, stylegan2
 
-ARCHS = ("stylegan2", "stylegan1", "pggan")
+def _style_generator(module):
+    def build(gan_cfg) -> nn.Module:
+        return module.Generator(z_dim=gan_cfg.z_dim, w_dim=gan_cfg.w_dim, num_layers=gan_cfg.num_layers,
+                                channel_base=gan_cfg.channel_base, channel_max=gan_cfg.channel_max,
+                                img_resolution=gan_cfg.img_resolution,
+                                mapping_lr_multiplier=gan_cfg.mapping_lr_multiplier)
+    return build
 
 
-def _check(arch: str) -> str:
-    if arch not in ARCHS:
+def _pggan_generator(gan_cfg) -> nn.Module:
+    return pggan.Generator(z_dim=gan_cfg.z_dim, channel_base=gan_cfg.channel_base,
+                           channel_max=gan_cfg.channel_max, img_resolution=gan_cfg.img_resolution)
+
+
+# One row per architecture: (generator builder, discriminator class). ARCHS is this table's keys.
+_BUILDERS = {"stylegan2": (_style_generator(stylegan2), stylegan2.Discriminator),
+             "stylegan1": (_style_generator(stylegan1), stylegan1.Discriminator),
+             "pggan": (_pggan_generator, pggan.ProgressiveDiscriminator)}
+ARCHS = tuple(_BUILDERS)
+
+
+def _builders(arch: str):
+    if arch not in _BUILDERS:
         raise ValueError(f"unknown GAN arch {arch!r}; choose one of {ARCHS}")
-    return arch
+    return _BUILDERS[arch]
 
 
 def make_generator(gan_cfg, arch: str | None = None) -> nn.Module:
     """The generator for `arch` (default ``gan_cfg.arch``) built from the ``gan`` config section."""
-    arch = _check(arch or gan_cfg.arch)
-    if arch == "pggan":
-        return pggan.Generator(z_dim=gan_cfg.z_dim, channel_base=gan_cfg.channel_base,
-                               channel_max=gan_cfg.channel_max, img_resolution=gan_cfg.img_resolution)
-    module = stylegan2 if arch == "stylegan2" else stylegan1
-    return module.Generator(z_dim=gan_cfg.z_dim, w_dim=gan_cfg.w_dim, num_layers=gan_cfg.num_layers,
-                            channel_base=gan_cfg.channel_base, channel_max=gan_cfg.channel_max,
-                            img_resolution=gan_cfg.img_resolution,
-                            mapping_lr_multiplier=gan_cfg.mapping_lr_multiplier)
+    return _builders(arch or gan_cfg.arch)[0](gan_cfg)
 
 
 def make_discriminator(gan_cfg, arch: str | None = None) -> nn.Module:
     """The discriminator for `arch` (images in [0, 1] → logits)."""
-    arch = _check(arch or gan_cfg.arch)
-    kwargs = dict(img_resolution=gan_cfg.img_resolution, channel_base=gan_cfg.channel_base,
-                  channel_max=gan_cfg.channel_max, mbstd_group=gan_cfg.mbstd_group)
-    if arch == "stylegan2":
-        return stylegan2.Discriminator(**kwargs)
-    if arch == "stylegan1":
-        return stylegan1.Discriminator(**kwargs)
-    return pggan.ProgressiveDiscriminator(**kwargs)
+    return _builders(arch or gan_cfg.arch)[1](img_resolution=gan_cfg.img_resolution,
+                                              channel_base=gan_cfg.channel_base,
+                                              channel_max=gan_cfg.channel_max, mbstd_group=gan_cfg.mbstd_group)
 
 
 def init_generator(G: nn.Module, key: jax.Array) -> dict:
@@ -86,13 +91,4 @@ def average_latent(G: nn.Module, variables) -> jax.Array:
     return jnp.broadcast_to(w_avg, (G.num_ws, G.latent_dim))
 
 
-def __getattr__(name):
-    # Training helpers import the data API; load them on first use so `import jaxdeid.gan` stays light.
-    if name in ("make_task", "load_trained", "write_sample_grid"):
-        from . import train
-        return getattr(train, name)
-    raise AttributeError(name)
-
-
-__all__ = ["ARCHS", "make_generator", "make_discriminator", "init_generator", "average_latent",
-           "make_task", "load_trained", "write_sample_grid"]
+__all__ = ["ARCHS", "make_generator", "make_discriminator", "init_generator", "average_latent"]

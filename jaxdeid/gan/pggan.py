@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import (NOISE_MODES, EqualConv, EqualDense, avg_pool_2x, channels_at, downsample_2x, lrelu, minibatch_stddev,
+from .layers import (NOISE_MODES, EqualConv, EqualDense, avg_pool_2x, channels_at, downsample_2x, minibatch_stddev,
                      pixel_norm, upsample_nearest_2x)
 
 Array = jax.Array

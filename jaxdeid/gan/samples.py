@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def fixed_latents(z_dim: int, n: int, seed: int = 1234) -> np.ndarray:
@@ -28,7 +29,6 @@ def grid_image(images: np.ndarray, columns: int | None = None, pad: int = 1) -> 
 
 
 def save_png(image: np.ndarray, path) -> Path:
-    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

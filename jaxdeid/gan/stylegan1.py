@@ -16,7 +16,6 @@ minibatch stddev and blurred downsampling, as in the StyleGAN reference.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -24,7 +23,7 @@ import jax.numpy as jnp
 
 from .layers import EqualConv, EqualDense, channels_at, lrelu, upsample_2x
 from .pggan import ProgressiveDiscriminator
-from .stylegan2 import NOISE_MODES, MappingNetwork, block_resolutions, num_ws_for
+from .stylegan2 import NOISE_MODES, Generator as StyleGAN2Generator, MappingNetwork, block_resolutions
 
 Array = jax.Array
 
@@ -81,44 +80,15 @@ class SynthesisNetwork1(nn.Module):
         return EqualConv(3, 1, name="torgb")(x)
 
 
-class Generator(nn.Module):
-    """StyleGAN (v1) generator with the shared map/synthesize API (``jaxdeid/gan/__init__.py``)."""
-
-    z_dim: int = 512               # input latent (Z) dimensionality
-    w_dim: int = 512               # intermediate latent (W) dimensionality
-    num_layers: int = 8            # mapping network depth (8 in the paper)
-    channel_base: int = 32768      # overall multiplier for the number of channels
-    channel_max: int = 512         # maximum number of channels in any layer
-    img_resolution: int = 128      # output resolution
-    mapping_lr_multiplier: float = 0.01   # learning-rate multiplier of the mapping network
-    w_avg_beta: float = 0.995      # decay of the tracked average w
-
-    @property
-    def num_ws(self) -> int:
-        return num_ws_for(self.img_resolution)   # two styles per resolution
-
-    @property
-    def latent_dim(self) -> int:
-        return self.w_dim
+class Generator(StyleGAN2Generator):
+    """StyleGAN (v1) generator: StyleGAN2's fields, mapping network and map/synthesize API
+    (``jaxdeid/gan/__init__.py``) around the v1 synthesis network (AdaIN, noise, two styles
+    per resolution)."""
 
     def setup(self):
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.num_ws, self.num_layers,
                                       self.mapping_lr_multiplier, self.w_avg_beta)
         self.synthesis = SynthesisNetwork1(self.img_resolution, self.channel_base, self.channel_max)
-
-    def map(self, z: Array, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
-            update_w_avg: bool = False) -> Array:
-        return self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg)
-
-    def synthesize_raw(self, ws: Array, noise_mode: str = "const") -> Array:
-        return self.synthesis(ws, noise_mode)
-
-    def synthesize(self, ws: Array, noise_mode: str = "const", clip: bool = False) -> Array:
-        img = (self.synthesize_raw(ws, noise_mode) + 1.0) * 0.5
-        return jnp.clip(img, 0.0, 1.0) if clip else img
-
-    def __call__(self, z: Array, truncation_psi: float = 1.0, noise_mode: str = "const") -> Array:
-        return self.synthesize(self.map(z, truncation_psi), noise_mode)
 
 
 def Discriminator(img_resolution: int, channel_base: int, channel_max: int, mbstd_group: int = 4):

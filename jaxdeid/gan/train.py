@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import batch_indices, get_source
 from ..store import resolve
 from ..train import Task, make_optimizer, run
 from . import init_generator, make_discriminator, make_generator, pggan
@@ -61,7 +62,6 @@ def mix_styles(G, variables, ws: jax.Array, key: jax.Array, prob: float) -> jax.
 
 
 def _default_source(config):
-    from ..data import get_source
     return get_source(config, "train")
 
 
@@ -100,7 +100,6 @@ def make_task(config, arch: str | None = None, source: Any = None) -> Task:
     holder = {"source": source}
 
     def batch_fn(position: int):
-        from ..data import batch_indices
         if holder["source"] is None:
             holder["source"] = _default_source(config)
         src = holder["source"]

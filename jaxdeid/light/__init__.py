@@ -6,7 +6,7 @@
     private_low = model.apply(variables, images, level)      # level: target mean luminance [B]
 
 Modules: `retinex` (the Flax networks), `losses` (eqs. 2-4), `train` (tasks for the
-shared loop, `load_trained`), `evaluate` (test-split scores used by reproduce/light.py).
+shared loop, `load_trained`), `evaluate` (test-split scores used by jaxdeid/reproduce/light.py).
 """
 
 from .losses import light_loss, mse_loss, ssim_loss

@@ -1,4 +1,4 @@
-"""Test-split scores of the light networks (what reproduce/light.py reports).
+"""Test-split scores of the light networks (what jaxdeid/reproduce/light.py reports).
 
 For every test face x (normal light) we synthesise its low-light version
 y = LLNet(x) with a per-image key (so the pairs never depend on batching), then:
@@ -19,10 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..metrics import psnr, ssim
+from ..data import get_source
+from ..metrics import get_metric
 from .losses import light_loss
 from .retinex import RetinexNet, mean_luminance
 from .train import TEST_PAIRS_TAG, darken_each, make_apply, pair_keys
+
+# Reported numbers come from registered metrics, looked up by name (`jaxdeid.metrics.registry`).
+ssim, psnr = get_metric("ssim"), get_metric("psnr")
 
 
 def _pairs(config, normal, example_ids):
@@ -62,7 +66,6 @@ def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Op
     ratio (attenuated mean luminance / low-light target mean luminance, as a ratio of the
     split means and as the mean per-image ratio) and the first `keep_examples` images.
     """
-    from ..data import get_source
 
     source = get_source(config, split)
     count = len(source) if not max_images else min(int(max_images), len(source))
@@ -104,30 +107,28 @@ def evaluate(config, enhancer: Optional[tuple[RetinexNet, dict]], attenuator: Op
             examples = {"low": np.asarray(low[:keep_examples]), "normal": np.asarray(normal[:keep_examples]),
                         **{k: np.asarray(v[:keep_examples]) for k, v in images.items()}}
     values = {k: np.concatenate(v) for k, v in per_image.items()}
+    mean = {k: float(np.mean(v)) for k, v in values.items()}
+
+    def means(**names):   # {reported name: key of `values`}
+        return {name: mean[key] for name, key in names.items()}
+
     result = {"count": count, "examples": examples,
-              "lowlight": {"psnr": float(values["psnr_lowlight"].mean()), "ssim": float(values["ssim_lowlight"].mean()),
-                           "mean_luminance": float(values["lum_low"].mean()),
-                           "ssim_noise_free_vs_noisy": float(values["ssim_ceiling"].mean())}}
+              "lowlight": means(psnr="psnr_lowlight", ssim="ssim_lowlight", mean_luminance="lum_low",
+                                ssim_noise_free_vs_noisy="ssim_ceiling")}
     if enhancer is not None:
-        result["enhance"] = {"loss": float(values["loss_enhance"].mean()),
-                             "psnr_lowlight": float(values["psnr_lowlight"].mean()),
-                             "psnr_enhanced": float(values["psnr_enhanced"].mean()),
-                             "ssim_enhanced": float(values["ssim_enhanced"].mean()),
-                             "ssim_lowlight": float(values["ssim_lowlight"].mean()),
+        result["enhance"] = {**means(loss="loss_enhance", psnr_lowlight="psnr_lowlight", psnr_enhanced="psnr_enhanced",
+                                     ssim_enhanced="ssim_enhanced", ssim_lowlight="ssim_lowlight"),
                              "ssim_enhanced_by_darkness": by_darkness(values["ssim_enhanced"], values["gamma"],
                                                                       values["sigma"], config.lowlight)}
     if attenuator is not None:
         lum_att, lum_low = values["lum_attenuated"], values["lum_low"]
         result["attenuate"] = {
-            "loss": float(values["loss_attenuate"].mean()),
+            **means(loss="loss_attenuate"),
             "luminance_ratio": float(lum_att.mean() / lum_low.mean()),
             "luminance_ratio_per_image": float(np.mean(lum_att / np.maximum(lum_low, 1e-6))),
             "luminance_ratio_noise_free": float(lum_att.mean() / values["lum_low_clean"].mean()),
-            "ssim": float(values["ssim_attenuated"].mean()),
-            "ssim_noise_free": float(values["ssim_attenuated_clean"].mean()),
-            "ssim_ceiling": float(values["ssim_ceiling"].mean()),
-            "psnr": float(values["psnr_attenuated"].mean()),
-            "psnr_noise_free": float(values["psnr_attenuated_clean"].mean()),
+            **means(ssim="ssim_attenuated", ssim_noise_free="ssim_attenuated_clean", ssim_ceiling="ssim_ceiling",
+                    psnr="psnr_attenuated", psnr_noise_free="psnr_attenuated_clean"),
             "ssim_noise_free_by_darkness": by_darkness(values["ssim_attenuated_clean"], values["gamma"],
                                                        values["sigma"], config.lowlight)}
     return result

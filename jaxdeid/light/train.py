@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import batch_indices, get_source
+from ..data.lowlight import darken
 from ..store import resolve
 from ..train import Task, make_optimizer, run
 from .losses import light_loss
@@ -55,7 +57,6 @@ def _check_direction(direction: str) -> None:
 
 def darken_batch(key: jax.Array, normal: jax.Array, lowlight_cfg) -> jax.Array:
     """LLNet low-light version of a batch (one gamma / noise level per image)."""
-    from ..data.lowlight import darken
 
     return darken(key, normal, lowlight_cfg)
 
@@ -67,7 +68,6 @@ def darken_each(keys: jax.Array, normal: jax.Array, lowlight_cfg, *, return_para
     with the same gamma (what a deterministic attenuation can be expected to predict); with
     `return_params` also each image's ``(gamma, sigma)`` [B] (for scores by darkness).
     """
-    from ..data.lowlight import darken
 
     def one(key, image):
         low, gamma, sigma = darken(key, image[None], lowlight_cfg, return_params=True)
@@ -123,12 +123,10 @@ def make_task(config, direction: str) -> Task:
 
     @functools.lru_cache(maxsize=None)
     def source(split):
-        from ..data import get_source
 
         return get_source(config, split)
 
     def batch_fn(position):
-        from ..data import batch_indices
 
         train = source("train")
         indices = batch_indices(len(train), int(train_cfg.batch_size), seed, position)

@@ -1,7 +1,7 @@
 """Distances between two sets of samples: Fréchet distance and kernel distance (issue 5, generator quality).
 
 Both take feature vectors (here: a project recognizer's face embeddings of generated and
-of real faces, ``reproduce/generators.py``) and say how far apart the two distributions are;
+of real faces, ``jaxdeid/reproduce/generators.py``) and say how far apart the two distributions are;
 0 means "the same distribution". They are host-side numpy in float64: the covariance square
 root below is ill-conditioned in float32, and these metrics run once per table, not in a
 training step.

@@ -2,17 +2,18 @@
 
 Per low-light test image, generation *succeeds* when all three hold:
 
-1. detected      the cropping network found the face; where the true box is known
+1. detected      the cropping network found exactly one face; where the true box is known
                  (SynthFaces scenes), its box has IoU >= 0.5 with it;
-2. valid         the output face is finite everywhere and not black: its mean luminance is
-                 at least half of the input face's (the paper's failures are "completely
-                 black" outputs and missed faces, §4.3); and, where the private step says
-                 so, the detector still finds a face there in the released frame;
-3. deidentified  every white-box recognizer rejects it: cosine similarity to the person's
-                 reference < threshold for each recognizer. What hit the noise loop's
-                 iteration cap still matches someone, so it fails here (docs/method.md §4.6).
+2. valid         the released face is finite, not black (mean luminance at least
+                 ``deid.valid_luminance_ratio`` of the input face's) and the detector still
+                 finds a face there in the released frame;
+3. deidentified  every white-box recognizer rejects every view of it: cosine similarity to
+                 the person's reference < threshold. What hit the noise loop's iteration
+                 cap still matches someone, so it fails here (docs/method.md §4.6).
 
-``success_rate`` reports the rate and each part's rate separately.
+The private step decides all three on the frame it releases (`jaxdeid.deid.step`) and
+returns them; ``success_rate`` reads those decisions and adds the one thing the step
+cannot know, the true box, then reports the rate and each part's rate separately.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ import numpy as np
 
 from .registry import register_metric
 from .verification import DEFAULT_THRESHOLD
-
-_BT601 = (0.299, 0.587, 0.114)  # luma weights for R, G, B (ITU-R BT.601)
-
 
 @register_metric("iou", kind="geometry", higher_is_better=True)
 @jax.jit
@@ -49,57 +47,24 @@ def iou(box_a: jax.Array, box_b: jax.Array) -> jax.Array:
     return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1.0), 0.0)
 
 
-def mean_luminance(images: np.ndarray) -> np.ndarray:
-    """Mean BT.601 luma per image, [N, H, W, 3] in [0, 1] -> [N] (NaN propagates)."""
-    images = np.asarray(images, np.float64)
-    return np.tensordot(images, np.asarray(_BT601), axes=([-1], [0])).mean(axis=(-2, -1))
-
-
 @register_metric("success_rate", kind="success", higher_is_better=True)
-def success_rate(output_faces: np.ndarray, input_faces: np.ndarray,
-                 recognizer_similarities: Mapping[str, np.ndarray] | np.ndarray,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 found: np.ndarray | None = None,
-                 pred_boxes: np.ndarray | None = None,
-                 true_boxes: np.ndarray | None = None,
-                 iou_threshold: float = 0.5,
-                 found_again: np.ndarray | None = None) -> dict:
+def success_rate(step_flags: Mapping[str, np.ndarray], *, pred_boxes: np.ndarray | None = None,
+                 true_boxes: np.ndarray | None = None, iou_threshold: float = 0.5,
+                 similarities: Mapping[str, np.ndarray] | None = None,
+                 threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Fig. 6 success rate and its three parts over N images (module docstring).
 
     Args:
-      output_faces: [N, h, w, 3] the generated face region (private image, same box).
-      input_faces: [N, h, w, 3] the face region of the low-light input.
-      recognizer_similarities: per white-box recognizer, [N] cosine similarities between
-        the private image and the person's reference (original image or gallery template);
-        a {name: [N]} mapping or an [R, N] array.
+      step_flags: the private step's per-image decisions, [N] booleans each: "detected",
+        "valid" and "deidentified" (`jaxdeid.deid.step`, its diagnostics).
+      pred_boxes, true_boxes: [N, 4] the step's boxes and the true ones (NaN rows: unknown);
+        pass both or neither. With them, "detected" also needs IoU >= ``iou_threshold``.
+      similarities: per white-box recognizer, [N] the step's deciding cosine similarities,
+        for each judge's rejection rate (NaN, never judged, is not a rejection).
       threshold: a recognizer "matches" when similarity >= threshold.
-      found: [N] bool, the detector reported a face (score above its threshold); all True
-        when None.
-      pred_boxes, true_boxes: [N, 4] (y0, x0, y1, x1); a true box row containing NaN means
-        "unknown" and only ``found`` counts for that image. Both None: no IoU check.
-      iou_threshold: detection needs IoU >= this with a known true box.
-      found_again: [N] bool, the detector finds the face again in the released frame, at
-        its place (the private step's ``redetected``); a face it no longer finds is not
-        valid. None: not checked.
-
-    Returns:
-      {"rate", "detected_rate", "valid_rate", "deidentified_rate", "reject_rate":
-      {recognizer: rate}, "num_images", "flags": {"detected", "valid", "deidentified",
-      "success"} as [N] bool arrays}. Parts are rated over all N images, so they are
-      comparable across methods; ``rate`` needs all three on the same image.
     """
-    output_faces = np.asarray(output_faces)
-    num_images = output_faces.shape[0]
-    if isinstance(recognizer_similarities, Mapping):
-        names = list(recognizer_similarities)
-        similarities = np.stack([np.asarray(recognizer_similarities[n], np.float64).reshape(-1) for n in names])
-    else:
-        similarities = np.asarray(recognizer_similarities, np.float64).reshape(-1, num_images)
-        names = [f"recognizer_{i}" for i in range(similarities.shape[0])]
-    if similarities.shape != (len(names), num_images) or len(names) == 0:
-        raise ValueError(f"need similarities for >= 1 recognizer over {num_images} images, got {similarities.shape}")
-
-    detected = np.ones(num_images, bool) if found is None else np.asarray(found, bool).reshape(-1).copy()
+    detected = np.asarray(step_flags["detected"], bool).reshape(-1).copy()
+    num_images = detected.shape[0]
     if (pred_boxes is None) != (true_boxes is None):
         raise ValueError("pass both pred_boxes and true_boxes, or neither")
     if true_boxes is not None:
@@ -107,23 +72,18 @@ def success_rate(output_faces: np.ndarray, input_faces: np.ndarray,
         known = ~np.any(np.isnan(true_boxes), axis=-1)
         overlap = np.asarray(iou(jnp.asarray(pred_boxes, jnp.float32), jnp.nan_to_num(true_boxes)))
         detected &= ~known | (overlap >= iou_threshold)
-
-    finite = np.all(np.isfinite(output_faces.reshape(num_images, -1)), axis=1)
-    bright_enough = mean_luminance(np.nan_to_num(output_faces)) >= 0.5 * mean_luminance(input_faces)
-    valid = finite & bright_enough
-    if found_again is not None:
-        valid &= np.asarray(found_again, bool).reshape(-1)
-
-    rejected = similarities < threshold  # NaN similarity counts as rejected: not a match
-    deidentified = np.all(rejected, axis=0)
-
+    valid = np.asarray(step_flags["valid"], bool).reshape(-1)
+    deidentified = np.asarray(step_flags["deidentified"], bool).reshape(-1)
+    if valid.shape != (num_images,) or deidentified.shape != (num_images,):
+        raise ValueError("step_flags must hold [N] detected, valid and deidentified flags")
     success = detected & valid & deidentified
+    rejected = {name: np.asarray(v, np.float64).reshape(-1) < threshold for name, v in (similarities or {}).items()}
     return {
         "rate": float(success.mean()),
         "detected_rate": float(detected.mean()),
         "valid_rate": float(valid.mean()),
         "deidentified_rate": float(deidentified.mean()),
-        "reject_rate": {name: float(r.mean()) for name, r in zip(names, rejected)},
+        "reject_rate": {name: float(r.mean()) for name, r in rejected.items()},
         "num_images": int(num_images),
         "flags": {"detected": detected, "valid": valid, "deidentified": deidentified, "success": success},
     }

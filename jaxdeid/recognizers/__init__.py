@@ -9,18 +9,11 @@
     evaluate.py     docs/method.md §4 protocol: 1:1 verification at 0.3, ROC / TAR@FAR, 1:N, bootstrap CIs
 
 Images are float32 NHWC RGB in [0, 1]; embeddings are unit-norm, so cosine similarity is a dot product.
-Submodules that pull in the data pipeline (train, evaluate) are imported lazily.
+The package exports the models; training and evaluation (which read the data) are imported from
+`jaxdeid.recognizers.train` and `jaxdeid.recognizers.evaluate`.
 """
 
 from .model import ARCHS, DISPLAY_NAMES, Recognizer, make_embed, make_recognizer
 from .resnet import ResNet
 
-__all__ = ["ARCHS", "DISPLAY_NAMES", "Recognizer", "ResNet", "make_embed", "make_recognizer", "make_task",
-           "load_trained"]
-
-
-def __getattr__(name: str):
-    if name in ("make_task", "load_trained"):
-        from . import train
-        return getattr(train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ARCHS", "DISPLAY_NAMES", "Recognizer", "ResNet", "make_embed", "make_recognizer"]

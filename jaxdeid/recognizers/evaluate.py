@@ -90,7 +90,7 @@ def verify_split(config, embed: Embed, variables: dict, split: str, *, num_pairs
     rc = config.recognizer
     pairs = split_pairs(config, split, num_pairs, seed)
     similarities, is_genuine, pair_identities = _pair_similarities(embed, variables, pairs, rc.eval_batch_size)
-    out = dict(metrics.verification_rates(similarities, is_genuine, rc.threshold))
+    out = dict(metrics.get_metric("verification")(similarities, is_genuine, rc.threshold))
     out.update(similarities=similarities, is_genuine=is_genuine, pair_identities=pair_identities)
     if with_ci:
         out["ci"] = metrics.verification_ci(similarities, is_genuine, pair_identities, threshold=rc.threshold,
@@ -110,7 +110,7 @@ def identify_split(config, embed: Embed, variables: dict, split: str, *, seed: i
     gallery, gallery_labels = metrics.enroll_gallery(gallery_emb, labels[np.sort(enrolled)])
     probe_emb = embed_source(embed, variables, probe, np.arange(len(probe)), rc.eval_batch_size)
     probe_labels = np.asarray(probe.labels)
-    rates = dict(metrics.identification_rates(probe_emb, probe_labels, gallery, gallery_labels, rc.threshold))
+    rates = dict(metrics.get_metric("identification")(probe_emb, probe_labels, gallery, gallery_labels, rc.threshold))
     rates["ci"] = metrics.identification_ci(probe_emb, probe_labels, gallery, gallery_labels, threshold=rc.threshold,
                                             num_resamples=rc.bootstrap_samples, seed=seed)
     return rates
@@ -129,7 +129,7 @@ def evaluate_recognizer(config, embed: Embed, variables: dict, *, seed: int | No
     return {
         "train": train,
         "test": test,
-        "roc": metrics.roc(test["similarities"], test["is_genuine"]),
-        "tar_at_far": metrics.tar_at_far(test["similarities"], test["is_genuine"], far_targets=tuple(rc.far_targets)),
+        "roc": metrics.get_metric("roc")(test["similarities"], test["is_genuine"]),
+        "tar_at_far": metrics.get_metric("tar_at_far")(test["similarities"], test["is_genuine"], far_targets=tuple(rc.far_targets)),
         "identification": identify_split(config, embed, variables, "test", seed=seed),
     }

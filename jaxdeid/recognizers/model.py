@@ -21,7 +21,18 @@ from .mobilenetv3 import MobileNetV3Large
 from .resnet import ResNet
 from .vgg import VGG16
 
-ARCHS = ("vgg16", "resnet50", "mobilenetv3", "senet50")
+# One row per architecture: its backbone at the preset's width (rc: config.recognizer; small_input:
+# faces below rc.small_input_below px get unstrided stems). ARCHS is this table's keys.
+_BACKBONES: dict[str, Callable[[Any, bool], nn.Module]] = {
+    "vgg16": lambda rc, small_input: VGG16(width_mult=rc.width_mult, batch_norm=rc.vgg_batch_norm,
+                                           dropout_rate=rc.vgg_dropout, pool_size=rc.vgg_pool_size),
+    "resnet50": lambda rc, small_input: ResNet(stage_sizes=(3, 4, 6, 3), width_mult=rc.width_mult, se=False,
+                                               small_input=small_input),
+    "mobilenetv3": lambda rc, small_input: MobileNetV3Large(width_mult=rc.width_mult, small_input=small_input),
+    "senet50": lambda rc, small_input: ResNet(stage_sizes=(3, 4, 6, 3), width_mult=rc.width_mult, se=True,
+                                              small_input=small_input),
+}
+ARCHS = tuple(_BACKBONES)
 
 # Display names used in tables (the paper's Table 1 spelling).
 DISPLAY_NAMES = {"vgg16": "VGG16", "resnet50": "ResNet50", "mobilenetv3": "MobileNetV3", "senet50": "SENet50"}
@@ -47,19 +58,9 @@ class Recognizer(nn.Module):
 
 def make_backbone(config, arch: str) -> nn.Module:
     """The backbone of `arch` at the preset's width; stems unstrided below ``small_input_below`` px."""
-    rc = config.recognizer
-    width = rc.width_mult
-    small_input = config.data.resolution < rc.small_input_below
-    if arch == "vgg16":
-        return VGG16(width_mult=width, batch_norm=rc.vgg_batch_norm, dropout_rate=rc.vgg_dropout,
-                     pool_size=rc.vgg_pool_size)
-    if arch == "resnet50":
-        return ResNet(stage_sizes=(3, 4, 6, 3), width_mult=width, se=False, small_input=small_input)
-    if arch == "senet50":
-        return ResNet(stage_sizes=(3, 4, 6, 3), width_mult=width, se=True, small_input=small_input)
-    if arch == "mobilenetv3":
-        return MobileNetV3Large(width_mult=width, small_input=small_input)
-    raise ValueError(f"unknown recognizer arch {arch!r}; choose one of {ARCHS}")
+    if arch not in _BACKBONES:
+        raise ValueError(f"unknown recognizer arch {arch!r}; choose one of {ARCHS}")
+    return _BACKBONES[arch](config.recognizer, config.data.resolution < config.recognizer.small_input_below)
 
 
 def make_recognizer(config, arch: str) -> Recognizer:

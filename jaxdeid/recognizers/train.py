@@ -10,7 +10,6 @@ the step, checkpoints and exact resumption are the loop's.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, NamedTuple
@@ -20,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import pk_batch_indices
+from ..data.lowlight import darken
 from ..store import resolve, trained_steps
 from ..train import Task, make_optimizer, run
 from .evaluate import verify_split
@@ -39,7 +40,6 @@ def _augment(key: jax.Array, images: jax.Array, rc, lowlight_cfg) -> jax.Array:
         flip = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
         images = jnp.where(flip, images[:, :, ::-1, :], images)
     if rc.lowlight_prob > 0:
-        from ..data.lowlight import darken  # only needed when enabled
         dark = jax.random.bernoulli(pick_key, rc.lowlight_prob, (images.shape[0], 1, 1, 1))
         images = jnp.where(dark, darken(dark_key, images, lowlight_cfg), images)
     return images
@@ -77,7 +77,6 @@ def make_task(config, arch: str) -> Task:
         return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}, {"loss": loss, **aux}
 
     def batch_fn(position: int):
-        from ..data import pk_batch_indices
 
         source = get_split(config, "train")
         indices = pk_batch_indices(source.labels, identities, per_identity, config.seed, position)
@@ -87,7 +86,6 @@ def make_task(config, arch: str) -> Task:
     embed = make_embed(config, arch)
 
     def eval_fn(state) -> dict[str, float]:
-        from .evaluate import verify_split
 
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
         out = verify_split(config, embed, variables, "val", num_pairs=rc.val_pairs, seed=config.seed)

@@ -3,7 +3,7 @@
 A network plugs in as a `Task`: how to build its state, one pure train step, and a
 batch function indexed by *data position*. The loop owns everything else: jit,
 PRNG handling, Orbax checkpoints (state + step + data position), JSON-lines
-metrics, a progress bar and resumption.
+metrics (also written as TensorBoard scalars, same folder), a progress bar and resumption.
 
 Resumption is exact: the batch at data position ``p`` is ``task.batch_fn(p)`` (a
 pure function of the seed and ``p``) and the step key is ``fold_in(seed_key, step)``,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from tensorboardX import SummaryWriter
 
 from ..progress import progress
 from .sharding import data_mesh, replicate, shard_batch
@@ -83,12 +85,38 @@ def _scalarize(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in metrics.items()}
 
 
+def _scalar_writer(run_dir: Path, start: int) -> SummaryWriter | None:
+    """A TensorBoard event writer in `run_dir` for a run resuming after step `start` (None off process 0).
+
+    One process writes: several writers in one folder would draw every curve once per process.
+    """
+    if jax.process_index() != 0:
+        return None
+    # tensorboardX names its file by the second and the host and opens it for writing, so a
+    # run resumed within the same second would overwrite the previous file: the suffix keeps
+    # every run's file. purge_step: TensorBoard hides the steps after the checkpoint that a
+    # killed run had logged before dying; this run logs them again.
+    return SummaryWriter(str(run_dir), purge_step=start + 1 if start else None,
+                         filename_suffix=f".{uuid.uuid4().hex[:8]}")
+
+
+def _write_scalars(writer: SummaryWriter | None, record: Mapping[str, Any]) -> None:
+    """Every number of a metrics record but its step, as a TensorBoard scalar at that step."""
+    if writer is None:
+        return
+    for name, value in record.items():
+        if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(name, value, global_step=int(record["step"]))
+
+
 def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int | None = None,
         desc: str | None = None, log: Callable[[dict], None] | None = None) -> tuple[State, list[dict]]:
     """Trains `task` up to ``steps`` (default ``train_cfg.steps``), resuming from its latest checkpoint.
 
     Returns the final state and the metric records written in this call.
-    Logs go to ``<workdir>/<task.name>/metrics.jsonl``; checkpoints to ``.../checkpoints``.
+    Logs go to ``<workdir>/<task.name>/metrics.jsonl`` and, every number of each record as a
+    TensorBoard scalar at its step, to an ``events.out.tfevents.*`` file beside it (a new
+    file per call, so a resumed run appends); checkpoints to ``.../checkpoints``.
     """
     total = int(train_cfg.steps if steps is None else steps)
     run_dir = Path(workdir) / task.name
@@ -111,11 +139,14 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
     step_fn = jax.jit(task.train_step, donate_argnums=(0,) if task.donate else ())
     records: list[dict] = []
     metrics_file = open(run_dir / "metrics.jsonl", "a")
+    scalars = _scalar_writer(run_dir, start) if start < total else None   # a finished run logs nothing
 
     def save(step: int):
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             meta=ocp.args.JsonSave({"step": step, "data_position": data_position, "seed": seed})), force=True)
+        if scalars is not None:
+            scalars.flush()   # what a checkpoint covers is on disk in TensorBoard's file too
 
     t0 = time.perf_counter()
     # A wall-clock budget (compilation included): the run saves where it is and stops, so a
@@ -137,6 +168,7 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
                     record = {"step": s, **_scalarize(m), "time_s": round(time.perf_counter() - t0, 3)}
                     records.append(record)
                     metrics_file.write(json.dumps(record) + "\n")
+                    _write_scalars(scalars, record)
                 pending.clear()
                 metrics_file.flush()
                 bar.set_postfix({k: f"{v:.4g}" for k, v in records[-1].items() if k not in ("step", "time_s")})
@@ -146,6 +178,7 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
                 record = {"step": done, **{f"eval/{k}": float(v) for k, v in task.eval_fn(state).items()}}
                 records.append(record)
                 metrics_file.write(json.dumps(record) + "\n")
+                _write_scalars(scalars, record)
                 metrics_file.flush()  # a run stopped before the next log step keeps its eval line
             if done % train_cfg.ckpt_every == 0 or done == total or out_of_time:
                 save(done)
@@ -158,6 +191,8 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
             save(total)
     finally:
         metrics_file.close()
+        if scalars is not None:
+            scalars.close()   # flushes
         manager.wait_until_finished()
         manager.close()
         bar.close()

@@ -1,7 +1,7 @@
 """Quality of the three generators and their latent encoders (docs/method.md §1 components 3-4, issue 5).
 
-    python reproduce/generators.py --preset smoke     # tiny networks, a few steps each (CI)
-    python reproduce/generators.py --preset small     # hours on 2 CPU cores; run it on a GPU
+    python -m jaxdeid.reproduce.generators --preset smoke     # tiny networks, a few steps each (CI)
+    python -m jaxdeid.reproduce.generators --preset small     # hours on 2 CPU cores; run it on a GPU
 
 For each generator (StyleGAN2 = ours, StyleGAN1 and PGGAN = baselines) it trains whatever is
 missing through the shared loop (`jaxdeid.train.run`, resuming from ``<workdir>/gan_<arch>``
@@ -45,16 +45,29 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxdeid.commands.common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_config_flags, config_from_args
+from jaxdeid.data import get_source
+from jaxdeid.encoder import make_encoder, train as encoder_train
+from jaxdeid.encoder.train import generator_lod
+from jaxdeid.gan import ARCHS as GENERATOR_ARCHS, make_discriminator, make_generator
+from jaxdeid.gan.samples import fixed_latents
+from jaxdeid.gan.train import load_trained as load_generator, make_task
+from jaxdeid.metrics import get_metric
+from jaxdeid.recognizers.evaluate import embed_source
+from jaxdeid.recognizers.train import load_trained, train
+from jaxdeid.results import markdown_table, provenance, write_json, write_markdown, write_png
+from jaxdeid.train import run
 
-from jaxdeid.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_config_flags, config_from_args  # noqa: E402
-from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
+# Every reported number comes from a registered metric, looked up by name (`jaxdeid.metrics.registry`).
+frechet_distance, kernel_distance = get_metric("frechet_distance"), get_metric("kernel_distance")
+ssim, psnr = get_metric("ssim"), get_metric("psnr")
 
-ARCHS = ("stylegan2", "stylegan1", "pggan")
+ARCHS = GENERATOR_ARCHS
 DISPLAY = {"stylegan2": "StyleGAN2 (ours)", "stylegan1": "StyleGAN1", "pggan": "PGGAN"}
 DEFAULT_SAMPLES = {"smoke": 64, "small": 2000, "paper": 10000}   # generated faces for the distances
 TARGET_SSIM = 0.7            # issue 5 done-when: StyleGAN2 encoder inversion SSIM >= 0.7 at `small`
@@ -67,28 +80,18 @@ GRID_INVERSIONS = 8          # columns of inversion_<arch>.png
 
 def train_generator(config, arch: str) -> None:
     """Trains (or resumes, or does nothing when done) `gan_<arch>` to ``gan.train.steps``."""
-    from jaxdeid.gan.train import make_task
-    from jaxdeid.train import run
 
     task = make_task(config, arch)
     run(task, config.gan.train, config.workdir, seed=config.seed, desc=task.name)
 
 
-def _encoder_package():
-    try:
-        import jaxdeid.encoder as encoder
-    except ImportError as err:
-        raise ImportError(f"the latent encoder package jaxdeid.encoder is not available ({err}); "
-                          "inversion cannot be measured") from err
-    return encoder
 
 
 def train_encoder(config, arch: str) -> None:
     """Trains (or resumes) `encoder_<arch>`, the encoder inverting generator `arch`."""
-    from jaxdeid.train import run
 
-    encoder = _encoder_package()
-    task = encoder.make_task(config, arch)
+
+    task = encoder_train.make_task(config, arch)
     run(task, config.encoder.train, config.workdir, seed=config.seed, desc=task.name)
 
 
@@ -99,19 +102,18 @@ def load_encoder(config, arch: str):
     frozen generator it was trained against; inversion is measured with that one, so a generator
     retrained after its encoder cannot make the encoder look worse than it is.
     """
-    encoder = _encoder_package()
+
     try:
-        loaded = encoder.load_trained(config, arch, with_generator=True)
+        loaded = encoder_train.load_trained(config, arch, with_generator=True)
     except TypeError:  # an API without with_generator: (module, variables) or variables
-        loaded = encoder.load_trained(config, arch)
+        loaded = encoder_train.load_trained(config, arch)
     if not isinstance(loaded, tuple):
-        return encoder.make_encoder(config, arch), loaded, None
+        return make_encoder(config, arch), loaded, None
     return loaded[0], loaded[1], (loaded[2] if len(loaded) > 2 else None)
 
 
 def load_or_train_recognizer(config, arch: str):
     """The trained recognizer `arch`; trains it through its own task first when no checkpoint exists."""
-    from jaxdeid.recognizers.train import load_trained, train
 
     try:
         return load_trained(config, arch), False
@@ -131,7 +133,6 @@ def count_params(tree) -> int:
 
 def discriminator_params(config, arch: str) -> int:
     """D's parameter count from shapes only (`jax.eval_shape`: no initialisation is computed)."""
-    from jaxdeid.gan import make_discriminator
 
     D = make_discriminator(config.gan, arch)
     resolution = int(config.gan.img_resolution)
@@ -142,7 +143,6 @@ def discriminator_params(config, arch: str) -> int:
 
 def evaluation_lod(config, arch: str) -> float:
     """PGGAN's level of detail at the end of training; the encoder trains against the same one."""
-    from jaxdeid.encoder.train import generator_lod
 
     return generator_lod(config, arch)
 
@@ -180,7 +180,6 @@ def generated_embeddings(step, g_vars, r_vars, count: int, batch_size: int, seed
 
 def make_reconstruct(G, E, arch: str, lod: float):
     """Jitted ``reconstruct(e_vars, g_vars, x) -> (G(E(x)) clipped, ssim [B], psnr [B])``."""
-    from jaxdeid.metrics import psnr, ssim
 
     extra = {"lod": lod} if arch == "pggan" else {}
 
@@ -217,8 +216,6 @@ def inversion_scores(reconstruct, e_vars, g_vars, source, batch_size: int, max_i
 
 def save_figure(path: Path, rows: list[tuple[str, np.ndarray]], prov: dict, scale: int = 2) -> Path:
     """Rows of float [N, H, W, 3] images (labelled on the left), nearest-neighbour upscaled, provenance in the PNG."""
-    from PIL import Image, ImageDraw
-    from PIL.PngImagePlugin import PngInfo
 
     label_w = 110 if any(label for label, _ in rows) else 0
     size = rows[0][1].shape[1] * scale
@@ -232,11 +229,7 @@ def save_figure(path: Path, rows: list[tuple[str, np.ndarray]], prov: dict, scal
         for c, image in enumerate(images):
             pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
             canvas.paste(Image.fromarray(pixels).resize((size, size), Image.NEAREST), (label_w + 1 + c * (size + 1), y))
-    info = PngInfo()
-    info.add_text("provenance", json.dumps(prov))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, pnginfo=info)
-    return path
+    return write_png(path, canvas, prov)
 
 
 # --------------------------------------------------------------------------- one generator
@@ -245,10 +238,6 @@ def save_figure(path: Path, rows: list[tuple[str, np.ndarray]], prov: dict, scal
 def measure(config, arch: str, recognizer, real_embeddings: np.ndarray, test_source, num_samples: int,
             batch_size: int, max_test: int, train: bool) -> dict:
     """Every number and figure of one generator; a failed encoder leaves the inversion fields None."""
-    from jaxdeid.gan import load_trained as load_generator
-    from jaxdeid.gan import make_generator
-    from jaxdeid.gan.samples import fixed_latents
-    from jaxdeid.metrics import frechet_distance, kernel_distance
 
     t0 = time.perf_counter()
     out = {"arch": arch, "errors": []}
@@ -317,7 +306,7 @@ def report(config, measured: dict, settings: dict) -> str:
     return f"""# Generators and latent encoders (issue 5)
 
 docs/method.md §1 components 3 (latent encoder) and 4 (face generator). Produced by
-`python reproduce/generators.py --preset {config.preset}`. The paper prints no such numbers; these measure
+`python -m jaxdeid.reproduce.generators --preset {config.preset}`. The paper prints no such numbers; these measure
 our re-implementation only.
 
 {markdown_table(["generator", "Fréchet distance ↓", "KID ↓", "inversion SSIM ↑", "inversion PSNR (dB) ↑",
@@ -370,8 +359,6 @@ def main(argv=None) -> int:
     num_samples = int(args.num_samples or DEFAULT_SAMPLES[config.preset])
     batch_size = int(args.batch_size or config.recognizer.eval_batch_size)
 
-    from jaxdeid.data import get_source
-    from jaxdeid.recognizers.evaluate import embed_source
 
     recognizer, trained_here = load_or_train_recognizer(config, args.recognizer)
     test_source = get_source(config, "test")

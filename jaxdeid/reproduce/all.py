@@ -1,10 +1,10 @@
 """Regenerates every table and figure of the paper into results/, then results/README.md.
 
-    python reproduce/all.py --preset smoke    # ~25 min on 2 CPU cores (tiny networks; CI)
-    python reproduce/all.py --preset small    # the default scale for comparison with the paper
-    jaxdeid reproduce --preset small          # the same
+    jaxdeid reproduce --preset smoke                # ~25 min on 2 CPU cores (tiny networks; CI)
+    jaxdeid reproduce --preset small                # the default scale for comparison with the paper
+    python -m jaxdeid.reproduce.all --preset small  # the same
 
-Each script trains whatever its networks lack (resuming from checkpoints under
+Each script (a module of this package, ``python -m jaxdeid.reproduce.<name>``) trains whatever its networks lack (resuming from checkpoints under
 runs/<preset>/), evaluates, and writes its .json/.md/.png through
 jaxdeid.results. Scripts run as separate processes so one failure is reported
 and the rest still run; the exit status is 0 only if every script succeeded.
@@ -13,15 +13,13 @@ and the rest still run; the exit status is 0 only if every script succeeded.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from jaxdeid.configs import get_config
+from jaxdeid.reproduce.summary import write_summary
 
 # In dependency order: light networks and recognizers before the pipeline that uses them.
 SCRIPTS = ("light", "table1", "detection", "generators", "table3", "fig5", "fig6", "grids")
@@ -30,14 +28,9 @@ SCRIPTS = ("light", "table1", "detection", "generators", "table3", "fig5", "fig6
 def run_scripts(preset: str, names, extra: list[str]) -> dict[str, dict]:
     status = {}
     for name in names:
-        script = ROOT / "reproduce" / f"{name}.py"
-        if not script.exists():
-            status[name] = {"status": "missing", "wall_s": 0.0}
-            print(f"[reproduce] {name}: reproduce/{name}.py does not exist yet; skipped", flush=True)
-            continue
         print(f"[reproduce] {name}: running (preset {preset})", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script), "--preset", preset, *extra], cwd=ROOT)
+        proc = subprocess.run([sys.executable, "-m", f"{__package__}.{name}", "--preset", preset, *extra])
         wall = time.perf_counter() - t0
         status[name] = {"status": "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})",
                         "wall_s": round(wall, 1)}
@@ -56,13 +49,8 @@ def main(argv=None) -> int:
     extra = [f"--set={o}" for o in args.overrides]
     t0 = time.perf_counter()
     status = run_scripts(args.preset, names, extra)
-    from summary import write_summary
-
-    from jaxdeid.configs import get_config
-
-    results = Path(get_config(args.preset, args.overrides).results_dir)
-    write_summary(results if results.is_absolute() else ROOT / results, args.preset, status,
-                  time.perf_counter() - t0)
+    results = Path(get_config(args.preset, args.overrides).results_dir)   # relative to the working folder
+    write_summary(results, args.preset, status, time.perf_counter() - t0)
     failed = [n for n, s in status.items() if s["status"].startswith("failed")]
     if failed:
         print(f"[reproduce] failed: {', '.join(failed)}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Table 1: the four face recognizers on the clean test set at cosine threshold 0.3.
 
-    python reproduce/table1.py --preset small      # trains what is missing, then evaluates
+    python -m jaxdeid.reproduce.table1 --preset small      # trains what is missing, then evaluates
 
 Trains each recognizer that has no finished checkpoint through the same entry
 point as ``jaxdeid train recognizer --arch ARCH`` (resuming where a run stopped),
@@ -17,7 +17,7 @@ then evaluates all of them with the docs/method.md §4 protocol and writes
 Time: smoke preset ~15 min on 2 busy CPU cores (mostly XLA compilation); small
 preset hours on a CPU, 216 s on one H200 for all four (train + evaluate) with
 
-    python reproduce/table1.py --preset small --jobs 4 --set data.storage=direct
+    python -m jaxdeid.reproduce.table1 --preset small --jobs 4 --set data.storage=direct
 
 (``--jobs 4`` trains the four in parallel processes on the one GPU; with
 ``recognizer.preload_train`` the train split is rendered once into memory, so
@@ -27,16 +27,22 @@ preset hours on a CPU, 216 s on one H200 for all four (train + evaluate) with
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jaxdeid import results  # noqa: E402
-from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
+from jaxdeid import results
+from jaxdeid.commands.common import add_config_flags, config_from_args
+from jaxdeid.metrics import plot_roc
+from jaxdeid.recognizers.evaluate import evaluate_recognizer
+from jaxdeid.recognizers.model import DISPLAY_NAMES, backbone_param_count, make_recognizer
+from jaxdeid.recognizers.train import load_trained, task_name, train
+from jaxdeid.train.loop import read_metrics, tree_size
 
 # docs/method.md §3, Table 1 of the paper (VGGFace2, threshold 0.3).
 PAPER_TABLE1 = {
@@ -84,10 +90,6 @@ def evaluate_all(config, archs, train_missing: bool, on_arch_done=None) -> tuple
     ``on_arch_done(rows, details)`` is called after each arch, so partial results are
     written even if a long run is stopped part-way.
     """
-    from jaxdeid.recognizers.evaluate import evaluate_recognizer
-    from jaxdeid.recognizers.model import backbone_param_count, make_recognizer
-    from jaxdeid.recognizers.train import load_trained, task_name, train
-    from jaxdeid.train.loop import read_metrics, tree_size
 
     rows, details = {}, {}
     for arch in archs:
@@ -126,7 +128,6 @@ def evaluate_all(config, archs, train_missing: bool, on_arch_done=None) -> tuple
 
 
 def markdown(config, rows: dict, details: dict) -> str:
-    from jaxdeid.recognizers.model import DISPLAY_NAMES
 
     rc = config.recognizer
     header = ["model"] + [f"{label} (ours, 95 % CI)" for _, label in COLUMNS] + \
@@ -177,7 +178,6 @@ def markdown(config, rows: dict, details: dict) -> str:
 
 def done_when_section(rows: dict, details: dict) -> str:
     """Issue 4's targets per recognizer, and, where one is missed, the gap and what was tried."""
-    from jaxdeid.recognizers.model import DISPLAY_NAMES
 
     def met(key, value):
         op, target = TARGETS[key]
@@ -207,13 +207,12 @@ def done_when_section(rows: dict, details: dict) -> str:
 
 def render_only(config, out_dir: Path) -> None:
     """Rewrites table1.md from the stored JSON, keeping the provenance of the run that measured it."""
-    import json
 
     stored = json.loads((out_dir / "table1.json").read_text())
     details = json.loads((out_dir / "table1_details.json").read_text())["recognizers"]
     rows = stored["recognizers"]
     body = markdown(config, rows, details) + (
-        f"\n\n*Page re-rendered from table1.json / table1_details.json by `reproduce/table1.py --render-only` "
+        f"\n\n*Page re-rendered from table1.json / table1_details.json by `jaxdeid/reproduce/table1.py --render-only` "
         f"at commit `{results.git_commit()}`; every number and the provenance below are the measuring run's.*")
     results.write_markdown(out_dir / "table1.md", body, stored["provenance"])
 
@@ -223,8 +222,6 @@ def write_outputs(config, out_dir: Path, rows: dict, details: dict, wall_s: floa
 
     Partial writes (``final=False``, after each arch) are not appended to results/history.jsonl.
     """
-    from jaxdeid.metrics import plot_roc
-    from jaxdeid.recognizers.model import DISPLAY_NAMES
 
     prov = results.provenance(config.preset, config.seed, wall_s)
     results.write_json(out_dir / "table1.json",
@@ -239,8 +236,6 @@ def write_outputs(config, out_dir: Path, rows: dict, details: dict, wall_s: floa
 
 def train_in_parallel(args, config, archs, jobs: int) -> None:
     """Runs ``jaxdeid train recognizer --arch A`` for every arch, `jobs` processes at a time."""
-    import os
-    import subprocess
 
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.3f}")  # share one GPU's memory

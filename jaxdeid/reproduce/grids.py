@@ -1,6 +1,6 @@
 """Tables 2 and 4 of the paper: image grids of low-light inputs, de-identified faces and private outputs.
 
-    python reproduce/grids.py --preset small           # trains what is missing, evaluates, writes results/
+    python -m jaxdeid.reproduce.grids --preset small           # trains what is missing, evaluates, writes results/
 
   results/table2_grid.png   ours: rows low-light input frame / de-identified face before attenuation
                             (the generator's normal-light output) / private output frame
@@ -18,18 +18,14 @@ tile size; frames at config.data.scene_resolution px enlarged the same way (near
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image, ImageDraw
 
-import numpy as np  # noqa: E402
-
-from jaxdeid import evaluation as ev  # noqa: E402
-from jaxdeid import results  # noqa: E402
+from jaxdeid import results
+from jaxdeid.reproduce import common
 
 LABEL_WIDTH = 150   # px of the left column holding the row labels
 BORDER = 3          # px of the red frame around failed scenes
@@ -49,8 +45,6 @@ def grid_size(num_rows: int, num_columns: int, tile: int) -> tuple[int, int]:
 
 def draw_grid(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray | None]], tile: int, prov: dict) -> Path:
     """rows: (label, images [C, h, w, 3] in [0, 1], failed [C] bool or None) -> PNG (provenance in its text)."""
-    from PIL import Image, ImageDraw
-    from PIL.PngImagePlugin import PngInfo
 
     columns = rows[0][1].shape[0]
     canvas = Image.new("RGB", grid_size(len(rows), columns, tile), "white")
@@ -65,11 +59,7 @@ def draw_grid(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray | None]],
             canvas.paste(cell, (x, y))
             if failed is not None and failed[c]:
                 draw.rectangle([x, y, x + tile - 1, y + tile - 1], outline=(220, 0, 0), width=BORDER)
-    info = PngInfo()
-    info.add_text("provenance", json.dumps(prov))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, pnginfo=info)
-    return path
+    return results.write_png(path, canvas, prov)
 
 
 def grid_rows(evalset, outputs: dict, methods, columns: int) -> list:
@@ -79,24 +69,19 @@ def grid_rows(evalset, outputs: dict, methods, columns: int) -> list:
         o = outputs[m]
         failed = ~np.asarray(o["success"][:columns], bool)
         before = "before attenuation" if m == "ours" else "(no attenuation)"
-        rows.append((f"{ev.DISPLAY[m]}: de-identified\n{before}", o["synthesized_faces"][:columns], failed))
-        rows.append((f"{ev.DISPLAY[m]}: private output", o["frames"][:columns], failed))
+        rows.append((f"{common.DISPLAY[m]}: de-identified\n{before}", o["synthesized_faces"][:columns], failed))
+        rows.append((f"{common.DISPLAY[m]}: private output", o["frames"][:columns], failed))
     return rows
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ev.add_flags(parser)
-    parser.add_argument("--columns", type=int, default=8, help="scenes shown per row (default 8)")
-    args = parser.parse_args(argv)
-    config = ev.config_from_flags(args)
-    out_dir = Path(args.results_dir or config.results_dir)
-    t0 = time.perf_counter()
-    evalset, outputs = ev.collect(config, args)
+    run = common.start_evaluation(__doc__, argv, add_arguments=lambda p: p.add_argument(
+        "--columns", type=int, default=8, help="scenes shown per row (default 8)"))
+    args, config, out_dir = run.args, run.config, run.out_dir
+    evalset, outputs = common.collect(config, args)
     columns = min(args.columns, evalset.lowlight.shape[0])
     tile = tile_size(config)
-    prov = results.provenance(config.preset, config.seed, time.perf_counter() - t0, columns=columns,
-                              **ev.provenance_extra(config, evalset, outputs))
+    prov = run.provenance(evalset, outputs, columns=columns)
     written, notes, shown = [], [], {}
     if "ours" in outputs:
         draw_grid(out_dir / "table2_grid.png", grid_rows(evalset, outputs, ["ours"], columns), tile, prov)
@@ -108,11 +93,11 @@ def main(argv=None) -> int:
     for m, o in outputs.items():
         failed = [int(i) for i in np.flatnonzero(~np.asarray(o["success"][:columns], bool))]
         shown[m] = {"success": float(np.mean(o["success"][:columns])), "failed_columns": failed}
-        notes.append(f"| {ev.DISPLAY[m]} | {shown[m]['success']:.3f} | "
+        notes.append(f"| {common.DISPLAY[m]} | {shown[m]['success']:.3f} | "
                      f"{', '.join(map(str, failed)) or 'none'} |")
     body = f"""# Tables 2 and 4: low-light inputs, de-identified faces, private outputs
 
-{ev.untrained_note(outputs)}
+{common.untrained_note(outputs)}
 The first {columns} low-light SynthFaces test scenes (preset `{config.preset}`, {config.data.scene_resolution} px
 frames, {config.data.resolution} px faces), each cell enlarged to {tile} px (nearest neighbour).
 
@@ -136,7 +121,7 @@ private output is the fail-closed pixelated fallback, which is what the pipeline
 """
     results.write_markdown(out_dir / "grids.md", body, prov)
     results.write_json(out_dir / "grids.json", {"images": written, "shown": shown, "provenance": prov})
-    print(f"wrote {', '.join(str(out_dir / w) for w in written)}, grids.md and grids.json in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {', '.join(str(out_dir / w) for w in written)}, grids.md and grids.json in {run.elapsed():.1f}s")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Fails when a reproduced result leaves its stated tolerance band.
 
-    python reproduce/check_bands.py results/smoke/bands.json [--results DIR]
+    python -m jaxdeid.reproduce.check_bands results/smoke/bands.json [--results DIR]
 
 The bands file maps ``"<file>.json:<dotted.key>"`` to ``[low, high]`` (either may
 be null for one-sided). CI runs the smoke reproduce and then this check, so a

@@ -1,13 +1,13 @@
 """Face detection under low light: the mechanism behind the paper's Figure 6 (issue 4, item 5).
 
-    python reproduce/detection.py --preset small     # from the shipped weights: ~3 min on 2 CPU cores
-    python reproduce/detection.py --preset smoke     # tiny networks, a few minutes on 2 CPU cores
+    python -m jaxdeid.reproduce.detection --preset small     # from the shipped weights: ~3 min on 2 CPU cores
+    python -m jaxdeid.reproduce.detection --preset smoke     # tiny networks, a few minutes on 2 CPU cores
 
 The paper explains its baselines' failures (Fig. 6) by their face cropping network
 missing faces in low light, and its own 100 % by the enhancement network restoring
 them. This script measures that instead of assuming it. It trains what is missing
-(the cropping network on *normal-light* SynthFaces scenes, `jaxdeid train crop`, and
-the light enhancement network, `jaxdeid train enhance`), then runs the detector on
+(the cropping network, `jaxdeid train crop`, on SynthFaces scenes of which a fraction
+``crop.enhanced_fraction`` is darkened and enhanced, and the light enhancement network, `jaxdeid train enhance`), then runs the detector on
 the test scenes in three versions:
 
   normal    the scenes as rendered;
@@ -15,7 +15,7 @@ the test scenes in three versions:
   enhanced  those low-light scenes passed through the enhancement network.
 
 A scene counts as detected when the face score is at least ``crop.score_threshold``
-and the box overlaps the true box with IoU >= ``crop.iou_threshold`` (paper §4.3).
+and the box overlaps the true box with IoU >= ``crop.iou_threshold`` (paper §4.2, Fig. 6).
 
 It also measures the private step's multiple-face rule: each test scene gets a second
 face (the next scene's, a quarter of the frame a side, in the corner farthest from the
@@ -30,25 +30,27 @@ and ``results/detection_examples.png``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
+import numpy as np
+from PIL import Image, ImageDraw
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
-from jaxdeid.crop import detection_rate, detection_stats  # noqa: E402
-from jaxdeid.crop import load_trained as load_detector  # noqa: E402
-from jaxdeid.crop import make_task as make_crop_task  # noqa: E402
-from jaxdeid.results import provenance, write_json  # noqa: E402
-from jaxdeid.store import shipped  # noqa: E402
-from jaxdeid.train import run  # noqa: E402
+from jaxdeid.crop import detection_rate, detection_stats, load_trained as load_detector, make_task as make_crop_task
+from jaxdeid.crop.detector import decode
+from jaxdeid.crop.ops import square_boxes
+from jaxdeid.data import get_source
+from jaxdeid.data.lowlight import darken
+from jaxdeid.light import load_trained as load_light, train as train_light
+from jaxdeid.reproduce.common import parse_script_flags
+from jaxdeid.results import provenance, write_json, write_png
+from jaxdeid.store import shipped
+from jaxdeid.train import run
+from jaxdeid.train.loop import read_metrics
 
 VERSIONS = ("normal", "lowlight", "enhanced")
 
@@ -61,7 +63,6 @@ def _enhance(model, variables, batch_index, frames):
 
 def darken_scenes(frames: np.ndarray, lowlight_cfg, seed: int, batch_size: int) -> np.ndarray:
     """One fixed LLNet draw per scene (key = seed and scene index), so every version sees the same darkness."""
-    from jaxdeid.data.lowlight import darken
 
     @jax.jit
     def dark(key, batch):
@@ -77,9 +78,6 @@ def darken_scenes(frames: np.ndarray, lowlight_cfg, seed: int, batch_size: int) 
 def ensure_trained(config) -> dict[str, bool]:
     """Trains the enhancer, then the detector (which trains on enhanced scenes too), where neither a
     shipped network nor a finished checkpoint exists; says which it trained."""
-    from jaxdeid.light import train as train_light
-    from jaxdeid.light import load_trained as load_light
-    from jaxdeid.train.loop import read_metrics
 
     trained_here = {}
     if not shipped(config, "light_enhance", lambda: load_light(config, "enhance")):
@@ -102,7 +100,6 @@ def two_face_scenes(frames: np.ndarray, boxes: np.ndarray, side_fraction: float 
     lies wholly outside the first face's aligned square (the region the private step
     replaces), the only ones where a second face can be told apart.
     """
-    from jaxdeid.crop.ops import square_boxes
 
     n, side = frames.shape[0], frames.shape[1]
     out, second = frames.copy(), np.zeros_like(boxes)
@@ -128,7 +125,6 @@ def second_face_stats(config, detector, variables, frames: np.ndarray, enhancer=
 
     ``enhancer``: ``(model, variables)`` of the enhancement network run on the frames first, or None.
     """
-    from jaxdeid.crop.detector import decode
 
     margin = float(config.crop.align_margin)
     enhance_model, enhancer_variables = enhancer if enhancer is not None else (None, None)
@@ -146,8 +142,6 @@ def second_face_stats(config, detector, variables, frames: np.ndarray, enhancer=
 
 def write_examples(path: Path, versions: dict, boxes: np.ndarray, stats: dict, prov: dict, count: int = 6) -> Path:
     """Rows normal / low-light / enhanced; green = true box, red = detected box (with its score)."""
-    from PIL import Image, ImageDraw
-    from PIL.PngImagePlugin import PngInfo
 
     count = min(count, len(boxes))
     side = versions["normal"].shape[1]
@@ -166,29 +160,15 @@ def write_examples(path: Path, versions: dict, boxes: np.ndarray, stats: dict, p
                 tile_draw.rectangle([x0, y0, x1, y1], outline=colour)
             tile_draw.text((2, 2), f"{stats[name]['score'][c]:.2f}", fill=(255, 0, 0))
             canvas.paste(tile, (label_w + c * size, r * size))
-    info = PngInfo()
-    info.add_text("provenance", json.dumps(prov))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, pnginfo=info)
-    return path
+    return write_png(path, canvas, prov)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_config_flags(parser)
-    parser.add_argument("--data-storage", default="config", choices=("direct", "tfds", "config"),
-                        help="SynthFaces storage for this run: direct renders on the fly, tfds prepares the "
-                             "split once (both give the same images); default: config.data.storage")
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
-    if args.data_storage != "config":
-        config.data.storage = args.data_storage
+    args, config = parse_script_flags(__doc__, argv, private_evaluation=False, storage_default="config")
     start = time.perf_counter()
 
     trained_here = ensure_trained(config)
     detector, variables = load_detector(config)
-    from jaxdeid.data import get_source
-    from jaxdeid.light import load_trained as load_light
 
     enhancer, enhancer_variables = load_light(config, "enhance")
 

@@ -7,14 +7,14 @@ file's preset, device and commit, so a stale or missing file is visible.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from jaxdeid.results import markdown_table, provenance, write_markdown  # noqa: E402
+from jaxdeid.configs import get_config
+from jaxdeid.results import markdown_table, provenance, write_markdown
 
 PAPER_TABLE1 = {  # train acc, test acc, TPR, FPR
     "vgg16": (0.982, 0.951, 0.938, 0.081), "resnet50": (0.990, 0.979, 0.973, 0.062),
@@ -44,10 +44,20 @@ def _num(v, fmt=".3f"):
     return "—" if v is None else (format(v, fmt) if isinstance(v, (int, float)) else str(v))
 
 
+def _not_yet(title: str, module: str) -> str:
+    return f"## {title}\n\nNot yet produced: run `python -m jaxdeid.reproduce.{module}`.\n"
+
+
+def _table_section(title: str, intro: str, header: list[str], rows: list, data: dict) -> str:
+    """A results/README.md section: heading, a line of context, the table, and where its numbers came from."""
+    return f"## {title}\n\n" + (f"{intro}\n\n" if intro else "") + markdown_table(header, rows) + "\n\n" + \
+        _origin(data) + "\n"
+
+
 def _section_light(results: Path) -> str:
     d = _load(results, "light.json")
     if not d:
-        return "## Light networks (paper §4.2)\n\nNot yet produced: run `python reproduce/light.py`.\n"
+        return _not_yet("Light networks (paper §4.1)", "light")
     rows = [["L_E (enhancement loss)", PAPER_LIGHT["enhance"], d["enhance"]["final_loss"]],
             ["L_W (attenuation loss)", PAPER_LIGHT["attenuate"], d["attenuate"]["final_loss"]],
             ["PSNR low-light input vs normal (dB)", None, d["enhance"]["psnr_lowlight"]],
@@ -55,7 +65,7 @@ def _section_light(results: Path) -> str:
             ["SSIM enhanced vs normal", None, d["enhance"]["ssim_enhanced"]],
             ["attenuated / low-light luminance", None, d["attenuate"]["luminance_ratio"]],
             ["SSIM attenuated vs low-light", None, d["attenuate"]["ssim"]]]
-    return ("## Light networks (paper §4.2; `results/light.md`)\n\n"
+    return ("## Light networks (paper §4.1; `results/light.md`)\n\n"
             + markdown_table(["quantity", "paper", "ours"], [[a, _num(b), _num(c)] for a, b, c in rows])
             + "\n\nThe losses are not directly comparable: the paper trains on VGGFace2 at its own resolution, "
               "we on SynthFaces at the preset's resolution, and the loss value depends on image content "
@@ -65,73 +75,72 @@ def _section_light(results: Path) -> str:
 def _section_table1(results: Path) -> str:
     d = _load(results, "table1.json")
     if not d:
-        return "## Table 1 — recognizers on the clean test set\n\nNot yet produced: run `python reproduce/table1.py`.\n"
+        return _not_yet("Table 1 — recognizers on the clean test set", "table1")
     rows = []
     for arch, paper in PAPER_TABLE1.items():
         ours = d["recognizers"].get(arch, {})
         rows.append([arch] + [f"{p:.3f} / {_num(ours.get(k))}" for p, k in
                               zip(paper, ("train_acc", "test_acc", "tpr", "fpr"))] + [_num(ours.get("params"), ",")])
-    return (f"## Table 1 — recognizers on the clean test set (threshold {d.get('threshold')}; `results/table1.md`)\n\n"
-            "Each cell is *paper / ours*.\n\n"
-            + markdown_table(["model", "train acc", "test acc", "TPR", "FPR", "params"], rows)
-            + "\n\n" + _origin(d) + "\n")
+    return _table_section(f"Table 1 — recognizers on the clean test set (threshold {d.get('threshold')}; "
+                          "`results/table1.md`)", "Each cell is *paper / ours*.",
+                          ["model", "train acc", "test acc", "TPR", "FPR", "params"], rows, d)
 
 
 def _section_detection(results: Path) -> str:
     d = _load(results, "detection.json")
     if not d:
-        return "## Face detection under low light\n\nNot yet produced: run `python reproduce/detection.py`.\n"
+        return _not_yet("Face detection under low light", "detection")
     rows = [[k, _num(d.get(k))] for k in ("normal", "lowlight", "enhanced")]
-    return ("## Face detection under low light (the mechanism behind Fig. 6; `results/detection.json`)\n\n"
-            "The paper prints no detection rate; this measures whether enhancement restores detection.\n\n"
-            + markdown_table(["test scenes", "detection rate (IoU ≥ 0.5)"], rows) + "\n\n" + _origin(d) + "\n")
+    return _table_section("Face detection under low light (the mechanism behind Fig. 6; `results/detection.json`)",
+                          "The paper prints no detection rate; this measures whether enhancement restores detection.",
+                          ["test scenes", "detection rate (IoU ≥ 0.5)"], rows, d)
 
 
 def _section_generators(results: Path) -> str:
     d = _load(results, "generators.json")
     if not d:
-        return "## Generators and encoders\n\nNot yet produced: run `python reproduce/generators.py`.\n"
+        return _not_yet("Generators and encoders", "generators")
     rows = [[a, _num(d[a].get("frechet_distance")), _num(d[a].get("inversion_ssim")),
              _num(d[a].get("inversion_psnr"), ".2f"), _num(d[a].get("params"), ",")]
             for a in ("stylegan2", "stylegan1", "pggan") if a in d]
-    return ("## Generators and encoders (`results/generators.md`; the paper prints no such numbers)\n\n"
-            + markdown_table(["generator", "Fréchet distance", "inversion SSIM", "inversion PSNR", "params"], rows)
-            + "\n\n" + _origin(d) + "\n")
+    return _table_section("Generators and encoders (`results/generators.md`; the paper prints no such numbers)",
+                          "",
+                          ["generator", "Fréchet distance", "inversion SSIM", "inversion PSNR", "params"], rows, d)
 
 
 def _section_fig6(results: Path) -> str:
     d = _load(results, "fig6.json")
     if not d:
-        return "## Figure 6 — success rate\n\nNot yet produced: run `python reproduce/fig6.py`.\n"
+        return _not_yet("Figure 6 — success rate", "fig6")
     rows = [[m, f"{PAPER_FIG6[m]:.3f}", _num(d.get(m, {}).get("success")), _num(d.get(m, {}).get("detected")),
              _num(d.get(m, {}).get("valid")), _num(d.get(m, {}).get("deidentified"))] for m in PAPER_FIG6]
-    return ("## Figure 6 — success rate of low-light private images (`results/fig6.md`)\n\n"
-            + markdown_table(["method", "paper", "ours", "detected", "valid", "de-identified"], rows)
-            + "\n\n" + _origin(d) + "\n")
+    return _table_section("Figure 6 — success rate of low-light private images (`results/fig6.md`)",
+                          "",
+                          ["method", "paper", "ours", "detected", "valid", "de-identified"], rows, d)
 
 
 def _section_fig5(results: Path) -> str:
     d = _load(results, "fig5.json")
     if not d:
-        return "## Figure 5 — SSIM, CS, PSNR\n\nNot yet produced: run `python reproduce/fig5.py`.\n"
+        return _not_yet("Figure 5 — SSIM, CS, PSNR", "fig5")
     rows = [[m, _num(v.get("ssim")), _num(v.get("cs")), _num(v.get("psnr"), ".2f")]
             for m, v in d.items() if m != "provenance"]
-    return ("## Figure 5 — similarity of private to original images (`results/fig5.md`)\n\n"
-            "The paper prints no numbers, only that ours is highest on all three.\n\n"
-            + markdown_table(["method", "SSIM", "CS", "PSNR (dB)"], rows) + "\n\n" + _origin(d) + "\n")
+    return _table_section("Figure 5 — similarity of private to original images (`results/fig5.md`)",
+                          "The paper prints no numbers, only that ours is highest on all three.",
+                          ["method", "SSIM", "CS", "PSNR (dB)"], rows, d)
 
 
 def _section_table3(results: Path) -> str:
     d = _load(results, "table3.json")
     if not d:
-        return "## Table 3 — recognizers on private images\n\nNot yet produced: run `python reproduce/table3.py`.\n"
+        return _not_yet("Table 3 — recognizers on private images", "table3")
     ours = d.get("whitebox", {}).get("ours", {})
     rows = [[r, f"{p[0]:.3f} / {p[1]:.3f}", f"{_num(ours.get(r, {}).get('tpr'))} / {_num(ours.get(r, {}).get('fpr'))}",
              f"{_num(ours.get(r, {}).get('tpr_1n'))} / {_num(ours.get(r, {}).get('fpr_1n'))}"]
             for r, p in PAPER_TABLE3.items()]
-    return ("## Table 3 — recognizers on private images (`results/table3.md`)\n\n"
-            + markdown_table(["model", "paper TPR / FPR", "ours 1:1 TPR / FPR", "ours 1:N TPR / FPR"], rows)
-            + "\n\n" + _origin(d) + "\n")
+    return _table_section("Table 3 — recognizers on private images (`results/table3.md`)",
+                          "",
+                          ["model", "paper TPR / FPR", "ours 1:1 TPR / FPR", "ours 1:N TPR / FPR"], rows, d)
 
 
 def write_summary(results: Path, preset: str, status: dict, wall_s: float) -> Path:
@@ -140,13 +149,13 @@ def write_summary(results: Path, preset: str, status: dict, wall_s: float) -> Pa
     body = "\n".join([
         "# Results: the paper beside this re-implementation",
         "",
-        "Generated by `reproduce/all.py` (via `reproduce/summary.py`); do not edit by hand. Each section names "
-        "the preset, device and commit its numbers came from.",
+        "Generated by `jaxdeid reproduce` (`jaxdeid/reproduce/summary.py`); do not edit by hand. Each section "
+        "names the preset, device and commit its numbers came from.",
         "",
         "**Scale.** The paper trains on 300,000 VGGFace2 images with full-size networks. VGGFace2 cannot be "
         "downloaded on the machines this project runs on, so these numbers come from SynthFaces, the project's "
-        "procedural face data set, at the preset named in each section (docs/method.md §5). Differences from the paper "
-        "are expected and are discussed per section; no number here is tuned to match the paper.",
+        "procedural face data set, at the preset named in each section (docs/method.md §5). Differences from the "
+        "paper are expected and are discussed per section; no number here is tuned to match the paper.",
         "",
         _section_light(results), _section_table1(results), _section_detection(results),
         _section_generators(results), _section_fig6(results), _section_fig5(results), _section_table3(results),
@@ -164,14 +173,12 @@ SCRIPT_OUTPUTS = {"light": "light.json", "table1": "table1.json", "detection": "
 
 
 def main(argv=None) -> int:
-    """``python reproduce/summary.py --preset P``: the page from whatever the scripts wrote, run by run.
+    """``python -m jaxdeid.reproduce.summary --preset P``: the page from whatever the scripts wrote, run by run.
 
     For results produced by separate script runs (on different machines, say) rather than one
-    `reproduce/all.py`; the "This run" table then lists each file's own wall time and device.
+    `jaxdeid/reproduce/all.py`; the "This run" table then lists each file's own wall time and device.
     """
-    import argparse
 
-    from jaxdeid.configs import get_config
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=("smoke", "small", "paper"))
@@ -179,7 +186,6 @@ def main(argv=None) -> int:
                         help="config override (e.g. results_dir=...)")
     args = parser.parse_args(argv)
     results = Path(get_config(args.preset, args.overrides).results_dir)
-    results = results if results.is_absolute() else Path(__file__).resolve().parent.parent / results
     status = {}
     for script, name in SCRIPT_OUTPUTS.items():
         data = _load(results, name)

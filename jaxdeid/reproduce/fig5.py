@@ -1,6 +1,6 @@
 """Figure 5: SSIM, cosine similarity (CS) and PSNR between private and original low-light images.
 
-    python reproduce/fig5.py --preset small            # trains what is missing, evaluates, writes results/
+    python -m jaxdeid.reproduce.fig5 --preset small            # trains what is missing, evaluates, writes results/
 
 The paper prints no numbers, only that ours is higher than PGGAN, StyleGAN1 and
 StyleGAN2 on all three. "Original" is the low-light input frame the private image was
@@ -17,15 +17,16 @@ CS is the paper's cosine similarity of the flattened pixel vectors. Writes
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-from jaxdeid import evaluation as ev  # noqa: E402
-from jaxdeid import results  # noqa: E402
+from jaxdeid import results
+from jaxdeid.eval import protocol
+from jaxdeid.reproduce import common
 
 METRICS = (("ssim", "SSIM"), ("cs", "CS"), ("psnr", "PSNR (dB)"))
 
@@ -37,9 +38,9 @@ def _cell(scores: dict, key: str) -> str:
 
 def markdown(config, rows: dict, evalset, outputs: dict) -> str:
     header = ["method"] + [label for _, label in METRICS]
-    face = [[ev.DISPLAY[m]] + [_cell(r["face"], k) for k, _ in METRICS] for m, r in rows.items()]
-    frame = [[ev.DISPLAY[m]] + [_cell(r["frame"], k) for k, _ in METRICS] for m, r in rows.items()]
-    success_only = [[ev.DISPLAY[m]] + ([r["face_success_only"][k] for k, _ in METRICS] if r["face_success_only"]
+    face = [[common.DISPLAY[m]] + [_cell(r["face"], k) for k, _ in METRICS] for m, r in rows.items()]
+    frame = [[common.DISPLAY[m]] + [_cell(r["frame"], k) for k, _ in METRICS] for m, r in rows.items()]
+    success_only = [[common.DISPLAY[m]] + ([r["face_success_only"][k] for k, _ in METRICS] if r["face_success_only"]
                                        else ["no success"] * len(METRICS)) + [f"{outputs[m]['success'].mean():.3f}"]
                     for m, r in rows.items()]
     baselines = [m for m in rows if m != "ours"]
@@ -50,7 +51,7 @@ def markdown(config, rows: dict, evalset, outputs: dict) -> str:
                    + ", ".join(f"{label} {'yes' if above[k] else 'no'}" for k, label in METRICS) + ".")
     return f"""# Figure 5: similarity of private images to the original low-light images
 
-{ev.untrained_note(outputs)}
+{common.untrained_note(outputs)}
 {evalset.lowlight.shape[0]} low-light SynthFaces test scenes, preset `{config.preset}`; each private image is compared
 with the low-light frame it was made from. Mean over scenes, 95 % bootstrap intervals over identities. Scenes whose
 face could not be de-identified are scored as released (the pixelated fail-closed fallback).
@@ -83,17 +84,11 @@ directly with generators trained on normal-light faces, so their faces leave the
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ev.add_flags(parser)
-    args = parser.parse_args(argv)
-    config = ev.config_from_flags(args)
-    out_dir = Path(args.results_dir or config.results_dir)
-    t0 = time.perf_counter()
-    evalset, outputs = ev.collect(config, args)
-    rows = {m: ev.quality_scores(config, o, evalset) for m, o in outputs.items()}
-    prov = results.provenance(config.preset, config.seed, time.perf_counter() - t0, region="face (aligned crop at "
-                              "the true box); whole frame under 'frame'",
-                              **ev.provenance_extra(config, evalset, outputs))
+    run = common.start_evaluation(__doc__, argv)
+    args, config, out_dir = run.args, run.config, run.out_dir
+    evalset, outputs = common.collect(config, args)
+    rows = {m: protocol.quality_scores(config, o, evalset) for m, o in outputs.items()}
+    prov = run.provenance(evalset, outputs, region="face (aligned crop at the true box); whole frame under 'frame'")
     payload = {m: {k: r["face"][k] for k, _ in METRICS} for m, r in rows.items()}
     results.write_json(out_dir / "fig5.json", {**payload, "provenance": prov})
     results.write_json(out_dir / "fig5_details.json", {**rows, "provenance": prov}, history=False)
@@ -101,17 +96,13 @@ def main(argv=None) -> int:
     _chart(out_dir / "fig5.png", rows, config, evalset, prov)
     for m, r in rows.items():
         print(f"{m}: face " + ", ".join(f"{k} {r['face'][k]:.3f}" for k, _ in METRICS), flush=True)
-    print(f"wrote {out_dir}/fig5.json, fig5.md, fig5.png in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {out_dir}/fig5.json, fig5.md, fig5.png in {run.elapsed():.1f}s")
     return 0
 
 
 def _chart(path: Path, rows: dict, config, evalset, prov) -> None:
-    import json
 
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     methods = list(rows)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), dpi=110)
@@ -122,13 +113,12 @@ def _chart(path: Path, rows: dict, config, evalset, prov) -> None:
         ax.bar(np.arange(len(methods)), values, yerr=err, capsize=3,
                color=["C3" if m == "ours" else "C0" for m in methods])
         ax.set_xticks(np.arange(len(methods)))
-        ax.set_xticklabels([ev.DISPLAY[m] for m in methods], fontsize=8)
+        ax.set_xticklabels([common.DISPLAY[m] for m in methods], fontsize=8)
         ax.set_title(label, fontsize=9)
     fig.suptitle(f"Fig. 5: private vs original low-light face, {evalset.lowlight.shape[0]} test scenes "
                  f"(preset {config.preset})", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"provenance": json.dumps(prov)})
+    results.write_png(path, fig, prov)
     plt.close(fig)
 
 

@@ -1,6 +1,6 @@
 """Reproduce the light networks (paper §3.2.2 / §4.1, components 1 and 6 of its Fig. 2).
 
-    python reproduce/light.py --preset small      # from the shipped weights ~3 min; retraining ~40 min on 2 CPU cores
+    python -m jaxdeid.reproduce.light --preset small      # from the shipped weights ~3 min; retraining ~40 min on 2 CPU cores
 
 Trains what is missing through the same entry points as `jaxdeid train enhance|attenuate`
 (resuming from checkpoints under ``<workdir>/light_*``), scores both networks on the
@@ -13,23 +13,20 @@ test split and writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image, ImageDraw
 
-import numpy as np  # noqa: E402
-
-from jaxdeid.cli import add_config_flags, config_from_args  # noqa: E402
-from jaxdeid.light import load_trained, task_name, train  # noqa: E402
-from jaxdeid.light.evaluate import evaluate  # noqa: E402
-from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
-from jaxdeid.store import loaded_from_store, read_manifest, shipped, store_dir, store_name  # noqa: E402
-from jaxdeid.weights import training_wall_s  # noqa: E402
-from jaxdeid.weights import final_train_loss  # noqa: E402
+from jaxdeid.light import load_trained, task_name, train
+from jaxdeid.light.evaluate import evaluate
+from jaxdeid.reproduce.common import parse_script_flags
+from jaxdeid.results import markdown_table, provenance, write_json, write_markdown, write_png
+from jaxdeid.store import loaded_from_store, read_manifest, shipped, store_dir, store_name
+from jaxdeid.weights import final_train_loss, training_wall_s
 
 PAPER = {"enhance": 0.091, "attenuate": 0.121}  # paper §4.1: final L_E and L_W
 
@@ -53,8 +50,6 @@ def training_record(config, direction: str) -> dict:
 
 def write_strip(path: Path, examples: dict, prov: dict) -> Path:
     """Rows low / enhanced / normal / attenuated, one column per test face, 2x nearest-neighbour."""
-    from PIL import Image, ImageDraw
-    from PIL.PngImagePlugin import PngInfo
 
     rows = [("low-light input", "low"), ("enhanced", "enhanced"), ("normal (target)", "normal"),
             ("attenuated", "attenuated")]
@@ -68,11 +63,7 @@ def write_strip(path: Path, examples: dict, prov: dict) -> Path:
             pixels = np.round(np.clip(examples[key][c], 0, 1) * 255).astype(np.uint8)
             tile = Image.fromarray(pixels).resize((size, size), Image.NEAREST)
             canvas.paste(tile, (label_w + c * size, r * size))
-    info = PngInfo()
-    info.add_text("provenance", json.dumps(prov))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, pnginfo=info)
-    return path
+    return write_png(path, canvas, prov)
 
 
 def darkness_table(grid: dict) -> str:
@@ -128,7 +119,7 @@ def report(config, scores: dict, final: dict, prov: dict) -> str:
     floor_note = ", which is why L_W > L_E (here as in the paper)" if final["attenuate"] > final["enhance"] else ""
     body = f"""# Light enhancement and attenuation networks (Retinex cascade)
 
-Paper §3.2.2 / §4.1, components 1 and 6 of the paper's Fig. 2. Produced by `{prov.get('command', 'python reproduce/light.py --preset ' + config.preset)}`.
+Paper §3.2.2 / §4.1, components 1 and 6 of the paper's Fig. 2. Produced by `{prov.get('command', 'python -m jaxdeid.reproduce.light --preset ' + config.preset)}`.
 
 ## Final losses beside the paper
 
@@ -221,16 +212,7 @@ mean luminance); columns are the first test faces.
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_config_flags(parser)
-    parser.add_argument("--data-storage", default="direct", choices=("direct", "tfds", "config"),
-                        help="SynthFaces storage for this run (default direct: the light networks see fewer "
-                             "images than the data set holds, so rendering on the fly beats preparing it; "
-                             "both give the same images). 'config' keeps config.data.storage.")
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
-    if args.data_storage != "config":
-        config.data.storage = args.data_storage
+    args, config = parse_script_flags(__doc__, argv, private_evaluation=False, storage_default="direct")
     start = time.perf_counter()
 
     for direction in ("enhance", "attenuate"):

@@ -1,6 +1,6 @@
 """Figure 6: success rate of generating low-light private images, ours vs three baselines.
 
-    python reproduce/fig6.py --preset small            # trains what is missing, evaluates, writes results/
+    python -m jaxdeid.reproduce.fig6 --preset small            # trains what is missing, evaluates, writes results/
 
 Per low-light test scene (docs/method.md §4.4) success needs all three parts: the face was
 detected (score above threshold and IoU >= 0.5 with the true box), the private face is
@@ -13,20 +13,16 @@ recognizer rejects it within the noise loop's iteration cap. Writes
   results/fig6.png    bar chart of the four rates per method, paper's success rate marked
 
 The private outputs are shared with table3/fig5/grids through the cache under
-runs/<preset>/eval/ (jaxdeid.evaluation).
+runs/<preset>/eval/ (jaxdeid.reproduce.common).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from jaxdeid import evaluation as ev  # noqa: E402
-from jaxdeid import results  # noqa: E402
+from jaxdeid import results
+from jaxdeid.eval import protocol
+from jaxdeid.reproduce import common
 
 # Paper Fig. 6 (success rate of low-light private images).
 PAPER_FIG6 = {"ours": 1.000, "pggan": 0.429, "stylegan1": 0.462, "stylegan2": 0.683}
@@ -39,7 +35,7 @@ def markdown(config, rows: dict, evalset, outputs: dict) -> str:
     table = []
     for method, r in rows.items():
         ci = r["ci95"]
-        table.append([ev.DISPLAY[method], f"{r['success']:.3f} [{ci['success'][0]:.3f}, {ci['success'][1]:.3f}]",
+        table.append([common.DISPLAY[method], f"{r['success']:.3f} [{ci['success'][0]:.3f}, {ci['success'][1]:.3f}]",
                       PAPER_FIG6[method]] + [f"{r[k]:.3f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]"
                                               for k in ("detected", "valid", "deidentified")]
                      + [r["mean_iterations"], f"{r['capped']:.3f}", f"{r['fallback']:.3f}",
@@ -48,13 +44,13 @@ def markdown(config, rows: dict, evalset, outputs: dict) -> str:
     reject = ["| method | " + " | ".join(f"{j} rejects" for j in next(iter(rows.values()))["reject_rate"]) + " |",
               "|---|" + "---|" * len(next(iter(rows.values()))["reject_rate"])]
     for method, r in rows.items():
-        reject.append(f"| {ev.DISPLAY[method]} | " + " | ".join(f"{v:.3f}" for v in r["reject_rate"].values()) + " |")
-    notes = "\n".join(f"* {ev.DISPLAY[m]}: generator {o['meta']['notes'].get('generator', 'trained')}, "
+        reject.append(f"| {common.DISPLAY[method]} | " + " | ".join(f"{v:.3f}" for v in r["reject_rate"].values()) + " |")
+    notes = "\n".join(f"* {common.DISPLAY[m]}: generator {o['meta']['notes'].get('generator', 'trained')}, "
                       f"{'cached' if o['meta']['cached'] else 'computed'} outputs"
                       for m, o in outputs.items())
     return f"""# Figure 6: success rate of generating low-light private images
 
-{ev.untrained_note(outputs)}
+{common.untrained_note(outputs)}
 {evalset.lowlight.shape[0]} low-light scenes of the SynthFaces test split ({config.data.scene_resolution} px frames,
 {config.data.resolution} px faces), preset `{config.preset}`, darkened once with LLNet synthesis (fixed key).
 White-box judges inside the loop and for "de-identified": {judges}; threshold {config.recognizer.threshold}
@@ -83,26 +79,21 @@ Per-judge rejection rates (the last similarity each judge gave):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ev.add_flags(parser)
-    args = parser.parse_args(argv)
-    config = ev.config_from_flags(args)
-    out_dir = Path(args.results_dir or config.results_dir)
-    t0 = time.perf_counter()
-    evalset, outputs = ev.collect(config, args)
-    rows = {m: ev.success_parts(config, o, evalset) for m, o in outputs.items()}
-    prov = results.provenance(config.preset, config.seed, time.perf_counter() - t0,
-                              **ev.provenance_extra(config, evalset, outputs))
+    run = common.start_evaluation(__doc__, argv)
+    args, config, out_dir = run.args, run.config, run.out_dir
+    evalset, outputs = common.collect(config, args)
+    rows = {m: protocol.success_parts(config, o, evalset) for m, o in outputs.items()}
+    prov = run.provenance(evalset, outputs)
     payload = {m: {k: r[k] for k in PARTS} for m, r in rows.items()}
     results.write_json(out_dir / "fig6.json", {**payload, "provenance": prov})
     results.write_markdown(out_dir / "fig6.md", markdown(config, rows, evalset, outputs), prov)
-    ev.bar_chart(out_dir / "fig6.png", {m: {k: r[k] for k in PARTS} for m, r in rows.items()},
+    common.bar_chart(out_dir / "fig6.png", {m: {k: r[k] for k in PARTS} for m, r in rows.items()},
                  f"Fig. 6: success on {evalset.lowlight.shape[0]} low-light test scenes (preset {config.preset})",
                  "rate", paper={m: PAPER_FIG6[m] for m in rows},
                  errors={m: {k: r["ci95"][k] for k in PARTS} for m, r in rows.items()}, ylim=(0, 1.05), prov=prov)
     for m, r in rows.items():
         print(f"{m}: " + ", ".join(f"{k} {r[k]:.3f}" for k in PARTS), flush=True)
-    print(f"wrote {out_dir}/fig6.json, fig6.md, fig6.png in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {out_dir}/fig6.json, fig6.md, fig6.png in {run.elapsed():.1f}s")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Table 3: face recognizers on private images (white-box and black-box), ours and baselines.
 
-    python reproduce/table3.py --preset small          # trains what is missing, evaluates, writes results/
+    python -m jaxdeid.reproduce.table3 --preset small          # trains what is missing, evaluates, writes results/
 
 Probes are the private faces: the aligned crop, at the true face box, of each released
 low-light private frame (what an attacker would see). References are clean
@@ -32,23 +32,21 @@ show how much of the drop comes from the darkness alone. Writes
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jaxdeid import evaluation as ev  # noqa: E402
-from jaxdeid import results  # noqa: E402
+from jaxdeid import components, results
+from jaxdeid.eval import protocol
+from jaxdeid.recognizers.model import ARCHS as RECOGNIZER_ARCHS, make_embed
+from jaxdeid.reproduce import common
 
 # docs/method.md §3, Table 3 of the paper: the recognizers on private images.
 PAPER_TABLE3 = {"vgg16": {"tpr": 0.148, "fpr": 0.850}, "resnet50": {"tpr": 0.145, "fpr": 0.887},
                 "mobilenetv3": {"tpr": 0.119, "fpr": 0.815}, "senet50": {"tpr": 0.103, "fpr": 0.854}}
 NAMES = {"vgg16": "VGG16", "resnet50": "ResNet50", "mobilenetv3": "MobileNetV3", "senet50": "SENet50",
-         ev.FIFTH_NAME: f"ResNet50 (seed {ev.FIFTH_SEED}, independent)"}
+         common.FIFTH_NAME: f"ResNet50 (seed {components.FIFTH_SEED}, independent)"}
 CONTROLS = {"clean_normal": "clean normal-light face (no de-identification)",
             "lowlight_input": "low-light input face (no de-identification)"}
 
@@ -66,14 +64,13 @@ def held_out_outputs(config, args, evalset, methods) -> tuple[tuple, dict]:
     held_judges = tuple(j for j in config.recognizer.judges if j != args.holdout)
     if not held_judges:
         raise ValueError(f"holding {args.holdout} out leaves no white-box judge")
-    held_config = ev.with_judges(config, held_judges)
-    return held_judges, {m: ev.method_outputs_from_flags(held_config, m, evalset, args, use_finetuned=False)
+    held_config = common.with_judges(config, held_judges)
+    return held_judges, {m: common.method_outputs_from_flags(held_config, m, evalset, args, use_finetuned=False)
                          for m in methods}
 
 
 def evaluate(config, args, evalset, outputs: dict) -> dict:
     """All Table 3 numbers: {"whitebox", "blackbox", "controls", "missing", "holdout", "held_judges"}."""
-    from jaxdeid.recognizers.model import make_embed
 
     judges = tuple(config.recognizer.judges)
     holdout = args.holdout
@@ -85,12 +82,12 @@ def evaluate(config, args, evalset, outputs: dict) -> dict:
         held_judges, held_outputs = judges, outputs
 
     first = next(iter(outputs.values()))
-    recognizers = {arch: ev.Recognizer(arch, make_embed(config, arch), first["judge_variables"][arch],
+    recognizers = {arch: protocol.Recognizer(arch, make_embed(config, arch), first["judge_variables"][arch],
                                        f"judges/{arch}" not in first["meta"]["notes"]["untrained"])
                    for arch in judges}
     missing = {}
     if holdout not in recognizers:
-        rec = ev.load_recognizer(config, holdout, train_missing=train_missing, allow_untrained=untrained_ok,
+        rec = common.load_recognizer(config, holdout, train_missing=train_missing, allow_untrained=untrained_ok,
                                  overrides=args.overrides)
         if rec is None:
             missing[holdout] = f"no checkpoint (train: jaxdeid train recognizer --arch {holdout})"
@@ -98,47 +95,47 @@ def evaluate(config, args, evalset, outputs: dict) -> dict:
             recognizers[holdout] = rec
     if not args.no_fifth:
         try:
-            rec = ev.load_recognizer(config, ev.FIFTH_ARCH, train_missing=train_missing,
-                                     allow_untrained=untrained_ok, overrides=args.overrides, seed=ev.FIFTH_SEED,
-                                     workdir=str(Path(config.workdir) / f"blackbox_seed{ev.FIFTH_SEED}"),
-                                     name=ev.FIFTH_NAME)
+            rec = common.load_recognizer(config, components.FIFTH_ARCH, train_missing=train_missing,
+                                     allow_untrained=untrained_ok, overrides=args.overrides, seed=components.FIFTH_SEED,
+                                     workdir=str(Path(config.workdir) / f"blackbox_seed{components.FIFTH_SEED}"),
+                                     name=common.FIFTH_NAME)
         except RuntimeError as err:  # training failed: report it missing rather than fake it
-            rec, missing[ev.FIFTH_NAME] = None, str(err)
+            rec, missing[common.FIFTH_NAME] = None, str(err)
         if rec is None:
-            missing.setdefault(ev.FIFTH_NAME, "not trained (jaxdeid train recognizer --arch resnet50 --seed 1 "
+            missing.setdefault(common.FIFTH_NAME, "not trained (jaxdeid train recognizer --arch resnet50 --seed 1 "
                                               f"--workdir {config.workdir}/blackbox_seed1)")
         else:
-            recognizers[ev.FIFTH_NAME] = rec
+            recognizers[common.FIFTH_NAME] = rec
     else:
-        missing[ev.FIFTH_NAME] = "skipped (--no-fifth)"
+        missing[common.FIFTH_NAME] = "skipped (--no-fifth)"
 
-    references = ev.reference_faces(config, evalset)
+    references = protocol.reference_faces(config, evalset)
     batch = int(config.recognizer.eval_batch_size)
-    ref_embeddings = {name: ev.embed_all(rec, references.faces, batch) for name, rec in recognizers.items()}
+    ref_embeddings = {name: protocol.embed_all(rec, references.faces, batch) for name, rec in recognizers.items()}
 
     def rates(name, faces):
-        return ev.recognition_rates(config, recognizers[name], faces, evalset.label, references,
+        return protocol.recognition_rates(config, recognizers[name], faces, evalset.label, references,
                                     ref_embeddings[name], seed=int(config.seed))
 
-    probes = {m: ev.face_crops(config, o["frames"], evalset.box) for m, o in outputs.items()}
+    probes = {m: protocol.face_crops(config, o["frames"], evalset.box) for m, o in outputs.items()}
     whitebox = {m: {a: rates(a, probes[m]) for a in judges} for m in outputs}
     # Fallback frames are pixelated, so every recognizer misses them: a method that falls back
     # more would look more private in `whitebox`. These are the rates over the frames each
     # method released as private alone, beside how many it fell back on.
     released = {m: np.asarray(o["success"], bool) for m, o in outputs.items()}
     fallback_rate = {m: float(1.0 - np.mean(r)) for m, r in released.items()}
-    whitebox_private = {m: ({a: ev.recognition_rates(config, recognizers[a], probes[m][r], evalset.label[r],
+    whitebox_private = {m: ({a: protocol.recognition_rates(config, recognizers[a], probes[m][r], evalset.label[r],
                                                      references, ref_embeddings[a], seed=int(config.seed))
                              for a in judges} if r.sum() >= 2 else None) for m, r in released.items()}
     blackbox = {m: {} for m in outputs}
     if holdout in recognizers:
         for m, o in held_outputs.items():
-            blackbox[m][holdout] = rates(holdout, ev.face_crops(config, o["frames"], evalset.box))
-    if ev.FIFTH_NAME in recognizers:
+            blackbox[m][holdout] = rates(holdout, protocol.face_crops(config, o["frames"], evalset.box))
+    if common.FIFTH_NAME in recognizers:
         for m in outputs:
-            blackbox[m][ev.FIFTH_NAME] = rates(ev.FIFTH_NAME, probes[m])
-    control_faces = {"clean_normal": ev.face_crops(config, evalset.normal, evalset.box),
-                     "lowlight_input": ev.face_crops(config, evalset.lowlight, evalset.box)}
+            blackbox[m][common.FIFTH_NAME] = rates(common.FIFTH_NAME, probes[m])
+    control_faces = {"clean_normal": protocol.face_crops(config, evalset.normal, evalset.box),
+                     "lowlight_input": protocol.face_crops(config, evalset.lowlight, evalset.box)}
     controls = {c: {name: rates(name, faces) for name in recognizers} for c, faces in control_faces.items()}
     held_success = {m: float(np.mean(o["success"])) for m, o in held_outputs.items()}
     return {"whitebox": whitebox, "whitebox_private_only": whitebox_private, "fallback_rate": fallback_rate,
@@ -187,7 +184,7 @@ def reading_verdict(ours: dict) -> tuple[str, dict]:
 def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
     wb, bb = ev_out["whitebox"], ev_out["blackbox"]
     lines = [f"# Table 3: face recognizers on private images (cosine threshold {config.recognizer.threshold})", "",
-             ev.untrained_note(outputs),
+             common.untrained_note(outputs),
              f"{evalset.lowlight.shape[0]} low-light SynthFaces test scenes "
              f"({len(np.unique(evalset.label))} identities), "
              f"preset `{config.preset}`. Probe = aligned crop at the true box of the released private frame. "
@@ -209,7 +206,7 @@ def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
     archs = list(next(iter(wb.values())))
     lines.append(results.markdown_table(
         ["method"] + [NAMES.get(a, a) for a in archs],
-        [[ev.DISPLAY[m]] + [f"{r[a]['tpr']:.3f} / {r[a]['fpr']:.3f} · {r[a]['tpr_1n']:.3f} / {r[a]['fpr_1n']:.3f}"
+        [[common.DISPLAY[m]] + [f"{r[a]['tpr']:.3f} / {r[a]['fpr']:.3f} · {r[a]['tpr_1n']:.3f} / {r[a]['fpr_1n']:.3f}"
                             for a in archs] for m, r in wb.items()]))
     lines += ["", "## White-box on the frames released as private only", "",
               "Fallback frames (pixelated, flagged) are missed by every recognizer, so the table above credits a "
@@ -218,7 +215,7 @@ def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
     private_only = ev_out["whitebox_private_only"]
     lines.append(results.markdown_table(
         ["method", "fallback rate", "private frames"] + [NAMES.get(a, a) for a in archs],
-        [[ev.DISPLAY[m], ev_out["fallback_rate"][m],
+        [[common.DISPLAY[m], ev_out["fallback_rate"][m],
           int(round((1 - ev_out["fallback_rate"][m]) * evalset.lowlight.shape[0]))]
          + ([f"{r[a]['tpr']:.3f} / {r[a]['fpr']:.3f} · {r[a]['tpr_1n']:.3f} / {r[a]['fpr_1n']:.3f}" for a in archs]
             if r is not None else ["— (fewer than 2)"] * len(archs)) for m, r in private_only.items()]))
@@ -228,13 +225,13 @@ def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
         generator = ev_out["held_outputs"].get("ours", {}).get("meta", {}).get("notes", {}).get("generator", "—")
         lines.append(f"* **{NAMES.get(held, held)} held out**: every method re-run with judges "
                      f"{', '.join(ev_out['held_judges'])} only (success rates of that run: "
-                     + ", ".join(f"{ev.DISPLAY[m]} {v:.3f}" for m, v in ev_out["held_success"].items())
+                     + ", ".join(f"{common.DISPLAY[m]} {v:.3f}" for m, v in ev_out["held_success"].items())
                      + f"), then scored by {NAMES.get(held, held)}. Ours' generator in this run: {generator} "
                      "(an L_F fine-tuned generator is set aside here: its L_A saw every judge).")
     else:
         lines.append(f"* **{NAMES.get(held, held)}** is not among the judges ({', '.join(ev_out['held_judges'])}), "
                      "so the main run is already black-box for it.")
-    lines.append(f"* **{NAMES[ev.FIFTH_NAME]}**: trained independently (seed {ev.FIFTH_SEED}, own work folder) "
+    lines.append(f"* **{NAMES[common.FIFTH_NAME]}**: trained independently (seed {components.FIFTH_SEED}, own work folder) "
                  "with the same recipe, never used in the loop; scored on the main run.")
     for name, why in ev_out["missing"].items():
         lines.append(f"* **missing: {NAMES.get(name, name)}** — {why}")
@@ -243,7 +240,7 @@ def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
     if bnames:
         lines.append(results.markdown_table(
             ["method"] + [f"{NAMES.get(n, n)} 1:1 TPR / FPR · 1:N TPR / FPR" for n in bnames],
-            [[ev.DISPLAY[m]] + [f"{_ci(r[n], 'tpr')} / {r[n]['fpr']:.3f} · {r[n]['tpr_1n']:.3f} / {r[n]['fpr_1n']:.3f}"
+            [[common.DISPLAY[m]] + [f"{_ci(r[n], 'tpr')} / {r[n]['fpr']:.3f} · {r[n]['tpr_1n']:.3f} / {r[n]['fpr_1n']:.3f}"
                                 if n in r else "—" for n in bnames] for m, r in bb.items()]))
     lines += ["", "## Controls: the same recognizers without de-identification", "",
               "How much of the drop is the darkness alone: probes are the clean normal-light face crop or the "
@@ -258,32 +255,31 @@ def markdown(config, ev_out: dict, evalset, outputs: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ev.add_flags(parser)
-    parser.add_argument("--holdout", default="senet50", choices=("vgg16", "resnet50", "mobilenetv3", "senet50"),
+def _add_arguments(parser) -> None:
+    parser.add_argument("--holdout", default="senet50", choices=RECOGNIZER_ARCHS,
                         help="recognizer left out of the judges for the black-box run (default senet50)")
     parser.add_argument("--no-fifth", action="store_true", help="skip the independently trained fifth recognizer")
     parser.add_argument("--outputs-only", choices=("main", "holdout"), default=None,
                         help="only compute and cache the private outputs of --methods for the main or the "
                              "hold-out run, and write no results: several such processes can share the work "
                              "(reproduce/gpu_small.sh), then one full run reads their caches")
-    args = parser.parse_args(argv)
-    config = ev.config_from_flags(args)
-    out_dir = Path(args.results_dir or config.results_dir)
-    t0 = time.perf_counter()
+
+
+def main(argv=None) -> int:
+    run = common.start_evaluation(__doc__, argv, add_arguments=_add_arguments)
+    args, config, out_dir = run.args, run.config, run.out_dir
     if args.outputs_only == "main":
-        ev.collect(config, args)
+        common.collect(config, args)
         return 0
     if args.outputs_only == "holdout":
-        held_out_outputs(config, args, ev.evaluation_set_from_flags(config, args), args.methods)
+        held_out_outputs(config, args, common.evaluation_set_from_flags(config, args), args.methods)
         return 0
-    evalset, outputs = ev.collect(config, args)
+    evalset, outputs = common.collect(config, args)
     ev_out = evaluate(config, args, evalset, outputs)
-    extra = ev.provenance_extra(config, evalset, outputs)
+    extra = common.provenance_extra(config, evalset, outputs)
     extra["holdout_run"] = {m: {k: o["meta"][k] for k in ("judges", "cached", "git_commit")}
                             for m, o in ev_out["held_outputs"].items()}
-    prov = results.provenance(config.preset, config.seed, time.perf_counter() - t0, **extra)
+    prov = results.provenance(config.preset, config.seed, run.elapsed(), **extra)
     payload = {
         "whitebox": {m: {a: {k: r[k] for k in ("tpr", "fpr", "tpr_1n", "fpr_1n")} for a, r in per.items()}
                      for m, per in ev_out["whitebox"].items()},
@@ -304,7 +300,7 @@ def main(argv=None) -> int:
     for m, per in payload["whitebox"].items():
         print(f"{m} white-box: " + "; ".join(f"{a} tpr {r['tpr']:.3f} fpr {r['fpr']:.3f} tpr_1n {r['tpr_1n']:.3f} "
                                             f"fpr_1n {r['fpr_1n']:.3f}" for a, r in per.items()), flush=True)
-    print(f"wrote {out_dir}/table3.json, table3_details.json, table3.md in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {out_dir}/table3.json, table3_details.json, table3.md in {run.elapsed():.1f}s")
     return 0
 
 
