@@ -31,7 +31,7 @@ from .gan.samples import fixed_latents
 from .recognizers import train as recognizer_train
 from .recognizers.model import init_variables as init_recognizer, make_embed, make_recognizer
 from .store import resolve, store_name
-from .train import Task
+from .train import Task, TrainingReport
 
 # The module itself: `jaxdeid.light` exports a function named `train` that shadows it as an attribute.
 light_train = importlib.import_module("jaxdeid.light.train")
@@ -61,7 +61,7 @@ class Component:
     target: Callable[[Any], float | None]                       # that figure's target at a config
     train_command: Callable[[Any, str | None], str]
     init: Callable[[Any, str | None, jax.Array], Any]           # random inference variables (untrained runs)
-    main: Callable[[Any, Any], int]                             # `jaxdeid train <kind>`: (config, args) -> status
+    fit: Callable[[Any, Any], TrainingReport]                   # `jaxdeid train <kind>`: (config, args) -> report
     description: str                                            # its `jaxdeid train` help line
     flags: tuple[tuple[str, dict], ...] = ()                    # extra `jaxdeid train <kind>` flags
     higher_is_better: bool = True
@@ -117,7 +117,7 @@ def _light(direction: str) -> Component:
     descriptions = {"enhance": "light enhancement network, low -> normal (component 1)",
                     "attenuate": "light attenuation network, normal -> low (component 6)"}
     return Component(kind=direction, archs=(), make_task=lambda config, arch: light_train.make_task(config, direction),
-                     init=init, main=light_train.main, description=descriptions[direction],
+                     init=init, fit=light_train.fit, description=descriptions[direction],
                      inference=light_train.inference_variables, merge=_merge_top, probe=probe, figure=lambda config: "ssim",
                      target=lambda config: targets[direction],
                      train_command=lambda config, arch: f"jaxdeid train {direction} --preset {config.preset}")
@@ -141,7 +141,7 @@ def _crop_init(config, arch, key):
 
 
 CROP = Component(kind="crop", archs=(), make_task=lambda config, arch: crop_train.make_task(config),
-                 init=_crop_init, main=crop_train.main,
+                 init=_crop_init, fit=crop_train.fit,
                  description="face cropping network, CenterNet-style detector (component 2)",
                  inference=crop_train.inference_variables, merge=_merge_top, probe=_crop_probe,
                  figure=_crop_figure, target=lambda config: 0.95 if _crop_figure(config) != "detection_rate" else 0.98,
@@ -162,7 +162,7 @@ def _generator_init(config, arch, key):
 
 GAN = Component(kind="gan", archs=gan.ARCHS,
                 make_task=lambda config, arch: gan_train.make_task(config, arch),
-                init=_generator_init, main=gan_train.main,
+                init=_generator_init, fit=gan_train.fit,
                 description="face generation network: StyleGAN2 (ours) or a baseline (component 4)",
                 inference=gan_train.inference_variables, merge=lambda state, v: {**state, "G_ema": v},
                 probe=_generator_probe, figure=lambda config: None, target=lambda config: None,
@@ -180,7 +180,7 @@ def _encoder_init(config, arch, key):
 
 ENCODER = Component(kind="encoder", archs=gan.ARCHS,
                     make_task=lambda config, arch: encoder_train._restore_task(config, arch),
-                    init=_encoder_init, main=encoder_train.main,
+                    init=_encoder_init, fit=encoder_train.fit,
                     description="latent code generation network, SE-ResNet50 + 6 FC (component 3): "
                                 "--arch names the generator it inverts",
                     inference=encoder_train.inference_variables, merge=_merge_top, probe=_encoder_probe,
@@ -195,7 +195,7 @@ def _recognizer_probe(config, arch, variables):
 RECOGNIZER = Component(kind="recognizer", archs=recognizers.ARCHS,
                        init=lambda config, arch, key: init_recognizer(make_recognizer(config, arch), key,
                                                                      int(config.data.resolution)),
-                       main=recognizer_train.main,
+                       fit=recognizer_train.fit,
                        description="a face recognizer (triplet loss, semi-hard mining; Table 1)",
                        make_task=lambda config, arch: recognizer_train.make_task(config, arch),
                        inference=recognizer_train.inference_variables, merge=_merge_top, probe=_recognizer_probe,
@@ -208,7 +208,7 @@ DEID = Component(kind="deid", archs=(),
                  make_task=lambda config, arch: finetune.make_task(config, method_networks(config, "stylegan2"),
                                                                    allow_untrained=True),
                  init=lambda config, arch, key: _generator_init(config, "stylegan2", key),
-                 main=lambda config, args: finetune.main(config, args, method_networks(config, "stylegan2")),
+                 fit=lambda config, args: finetune.fit(config, args, method_networks(config, "stylegan2")),
                  description="fine-tune the StyleGAN2 generator with L_F (eq. 8)",
                  flags=(("--allow-untrained", dict(action="store_true",
                                                    help="use randomly initialised encoder/judges where their "

@@ -64,6 +64,7 @@ from ..data import ImageError, read_image, scan_folder, write_image
 from ..data.images import letterbox, unletterbox
 from ..deid.pipeline import load_params, weakened_settings
 from ..deid.step import make_jitted_private_step
+from ..eval.protocol import run_padded
 from ..progress import progress
 from .common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_config_flags, config_from_args
 
@@ -379,14 +380,10 @@ def main(args) -> int:
             items.append((path, image, notes, frame, geometry))
         if not items:
             continue
-        frames = np.zeros((batch_size, side, side, 3), np.float32)   # padded: one compiled shape
-        for i, item in enumerate(items):
-            frames[i] = item[3]
-        private, diag = step(params, frames, jax.random.fold_in(base_key, batch_index))
-        private = np.asarray(private)
-        diag = {k: np.asarray(v) for k, v in diag.items() if k in (
-            "iterations", "similarities", "frame_similarities", "box", "score", "detected", "multiple_faces",
-            "valid", "redetected", "deidentified", "success", "fallback", "replaced_mask")}
+        key = jax.random.fold_in(base_key, batch_index)
+        # The evaluation's padded-batch runner: every call has the compiled batch size.
+        [(private, diag)] = run_padded(lambda x: step(params, x, key), np.stack([item[3] for item in items]),
+                                       batch_size)
         for i, (path, image, notes, _, geometry) in enumerate(items):
             height, width = image.shape[:2]
             # Back to the original size: the region the step replaced (its own mask) is the step's

@@ -2,11 +2,12 @@
 
 One sub-command per kind in the component registry (`jaxdeid.components.COMPONENTS`):
 its help line, its ``--arch`` choices and its extra flags come from the record, and
-it runs the record's ``main(config, args)``.
+it runs the record's ``fit(config, args)`` and prints the report it returns. The exit
+status is the command's: 1 when training ended on a non-finite loss.
 """
 
 from ..components import COMPONENTS
-from .common import add_config_flags, config_from_args
+from .common import EXIT_FAILED, EXIT_OK, add_config_flags, config_from_args
 
 
 def register(subparsers):
@@ -20,10 +21,12 @@ def register(subparsers):
                            help=f"architecture: {', '.join(component.archs)}")
         for flag, kwargs in component.flags:
             q.add_argument(flag, **kwargs)
-        q.set_defaults(func=_runner(component.main))
+        q.set_defaults(func=_runner(component.fit))
 
 
-def _runner(main):
+def _runner(fit):
     def run(args) -> int:
-        return main(config_from_args(args), args)
+        report = fit(config_from_args(args), args)
+        print(report.summary())
+        return EXIT_OK if report.finite else EXIT_FAILED
     return run

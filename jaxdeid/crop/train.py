@@ -14,7 +14,7 @@ enhancement) is still what ``jaxdeid/reproduce/detection.py`` measures.
 from __future__ import annotations
 
 import functools
-import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -26,7 +26,7 @@ from ..data import batch_indices, get_source
 from ..data.lowlight import darken
 from ..light import load_trained as load_light
 from ..store import resolve
-from ..train import Task, make_optimizer, run
+from ..train import Task, TrainingReport, make_optimizer, run
 from . import ops
 from .detector import FaceDetector, decode, detect_and_crop, detection_loss, make_detector
 
@@ -222,18 +222,8 @@ def make_cropper(config, detector: FaceDetector):
     return jax.jit(crop_faces)
 
 
-def main(config, args) -> int:
-    """Entry point of ``jaxdeid train crop``."""
+def fit(config, args) -> TrainingReport:
+    """`jaxdeid train crop`."""
     del args
-    start = time.perf_counter()
     _, records = run(make_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
-    evals = [r for r in records if "eval/detection_rate" in r]
-    losses = [r for r in records if "loss" in r]
-    if losses:
-        print(f"crop: step {losses[-1]['step']} loss {losses[-1]['loss']:.4f}", end="")
-        if evals:
-            print(f", val detection rate {evals[-1]['eval/detection_rate']:.3f}", end="")
-        print(f" ({time.perf_counter() - start:.1f} s)")
-    else:
-        print(f"crop: already trained to {config.crop.train.steps} steps under {config.workdir}/{TASK_NAME}")
-    return 0
+    return TrainingReport(TASK_NAME, Path(config.workdir) / TASK_NAME, records, int(config.crop.train.steps))

@@ -55,7 +55,6 @@ from PIL import Image
 from ..progress import progress
 from . import synthfaces
 from .images import ImageError, is_image_candidate, letterbox, read_image, resize
-from .synthfaces import render_faces, render_scenes
 
 SPLITS = ("train", "val", "test")
 
@@ -143,13 +142,13 @@ class SynthFacesSource:
     def get(self, indices) -> dict[str, np.ndarray]:
 
         indices = np.asarray(indices, dtype=np.int64)
-        faces = render_faces(self.labels[indices], self.samples[indices], self.resolution, seed=self.seed)
+        faces = synthfaces.render_faces(self.labels[indices], self.samples[indices], self.resolution, seed=self.seed)
         return {"image": np.asarray(faces, np.float32) / 255.0, "label": self.labels[indices]}
 
     def scenes(self, indices) -> dict[str, np.ndarray]:
 
         indices = np.asarray(indices, dtype=np.int64)
-        frames, boxes = render_scenes(self.labels[indices], self.samples[indices], self.scene_resolution,
+        frames, boxes = synthfaces.render_scenes(self.labels[indices], self.samples[indices], self.scene_resolution,
                                       seed=self.seed)
         return {"image": np.asarray(frames, np.float32) / 255.0, "box": np.asarray(boxes, np.float32),
                 "label": self.labels[indices]}

@@ -8,6 +8,7 @@ depends on no loader and the registry can list it as one more component.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import jax
@@ -19,7 +20,7 @@ from ..encoder import make_encoder
 from ..gan import init_generator, make_discriminator, make_generator
 from ..gan.losses import paper_eq6_discriminator_loss, r1_penalty
 from ..recognizers.model import make_recognizer
-from ..train import Task, make_optimizer, run
+from ..train import Task, TrainingReport, make_optimizer, run
 from ..train.loop import ema_update
 from .losses import finetune_terms
 
@@ -159,15 +160,8 @@ def make_task(config, networks: FrozenNetworks, allow_untrained: bool = False) -
     return Task(name=TASK_NAME, init=init, train_step=train_step, batch_fn=batch_fn)
 
 
-def main(config, args, networks: FrozenNetworks) -> int:
+def fit(config, args, networks: FrozenNetworks) -> TrainingReport:
     """`jaxdeid train deid`: fine-tunes the StyleGAN2 generator with L_F (eq. 8)."""
     task = make_task(config, networks, allow_untrained=bool(getattr(args, "allow_untrained", False)))
     _, records = run(task, config.deid.train, config.workdir, seed=int(config.seed), desc=TASK_NAME)
-    losses = [r for r in records if "loss" in r]
-    if losses:
-        last = losses[-1]
-        print(f"{TASK_NAME}: step {last.get('step')} L_F {last['loss']:.4f} "
-              f"(L_A {last.get('loss/L_A', float('nan')):.4f}, L_s {last.get('loss/L_s', float('nan')):.4f}, "
-              f"L_C {last.get('loss/L_C', float('nan')):.4f})")
-    return 0 if not losses or np.isfinite(losses[-1]["loss"]) else 1
-
+    return TrainingReport(TASK_NAME, Path(config.workdir) / TASK_NAME, records, int(config.deid.train.steps))

@@ -15,7 +15,6 @@ on normal-light training faces.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import numpy as np
 import optax
 
 from ..data import batch_indices, get_source
-from ..gan import ARCHS as GENERATOR_ARCHS, average_latent, init_generator, make_generator
+from ..gan import ARCHS as GENERATOR_ARCHS, average_latent, init_generator, make_generator, synthesis_options
 from ..gan.pggan import lod_schedule
 from ..gan.samples import grid_image, save_png
 from ..gan.train import load_trained as load_generator
@@ -34,7 +33,7 @@ from ..recognizers import make_recognizer
 from ..recognizers.model import init_variables
 from ..recognizers.train import load_trained as load_recognizer
 from ..store import resolve
-from ..train import Task, make_optimizer, run
+from ..train import Task, TrainingReport, make_optimizer, run
 from .encoder import LatentEncoder, make_encoder, with_w_avg
 
 # The validation figure (inversion SSIM / PSNR) comes from registered metrics (`jaxdeid.metrics.registry`).
@@ -61,7 +60,7 @@ def generator_lod(config, arch: str) -> float:
 
 def make_synthesize(G, arch: str, lod: float) -> Callable:
     """``synthesize(g_vars, latents) -> images`` with constant noise (deterministic, unclipped for gradients)."""
-    extra = {"lod": lod} if arch == "pggan" else {}
+    extra = synthesis_options(arch, lod)
 
     def synthesize(g_vars, latents, clip: bool = False):
         return G.apply(g_vars, latents, method="synthesize", noise_mode="const", clip=clip, **extra)
@@ -227,23 +226,13 @@ def write_reconstructions(config, arch: str, encoder, variables, generator_varia
     return save_png(grid_image(np.concatenate([np.asarray(faces), np.asarray(recon)]), columns=count), path)
 
 
-def main(config, args) -> int:
-    """Entry point of ``jaxdeid train encoder --arch ...``."""
-    arch = getattr(args, "arch", None) or "stylegan2"
-    start = time.perf_counter()
+def fit(config, args) -> TrainingReport:
+    """`jaxdeid train encoder --arch ...`: trains (or resumes) and writes a reconstruction grid."""
+    arch = args.arch
     task = make_task(config, arch)
-    state, records = run(task, config.encoder.train, config.workdir, seed=config.seed, desc=task.name)
-    losses = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval/ssim" in r]
+    _, records = run(task, config.encoder.train, config.workdir, seed=config.seed, desc=task.name)
     encoder, variables, g_vars = load_trained(config, arch, with_generator=True)
     path = write_reconstructions(config, arch, encoder, variables, g_vars,
                                  Path(config.workdir) / task.name / "reconstructions.png")
-    message = f"{task.name}: "
-    if losses:
-        message += f"step {losses[-1]['step']} L_C {losses[-1]['loss']:.4f}"
-        if evals:
-            message += f", val SSIM {evals[-1]['eval/ssim']:.3f} PSNR {evals[-1]['eval/psnr']:.2f} dB"
-    else:
-        message += f"already trained to {config.encoder.train.steps} steps"
-    print(f"{message}; reconstructions at {path} ({time.perf_counter() - start:.1f} s)")
-    return 0
+    return TrainingReport(task.name, Path(config.workdir) / task.name, records, int(config.encoder.train.steps),
+                          (path,))

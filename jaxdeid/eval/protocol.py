@@ -48,8 +48,7 @@ def run_padded(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch: int) 
     """``fn`` over ``inputs`` in batches of exactly ``batch`` rows (the last one padded by repeating its
     last row), so one compiled program serves any count; returns each batch's outputs with the padding
     rows dropped (every leaf sliced to the batch's real rows)."""
-    n = inputs.shape[0]
-    batch = max(1, min(int(batch), n))
+    n, batch = inputs.shape[0], max(1, int(batch))
     outputs = []
     for start in range(0, n, batch):
         x = inputs[start:start + batch]
@@ -237,7 +236,8 @@ class Recognizer(NamedTuple):
 
 def embed_all(recognizer: Recognizer, faces: np.ndarray, batch: int) -> np.ndarray:
     """Embeddings of ``faces`` in fixed-size batches (`run_padded`: one compilation)."""
-    pieces = run_padded(lambda x: recognizer.embed(recognizer.variables, jnp.asarray(x, jnp.float32)), faces, batch)
+    pieces = run_padded(lambda x: recognizer.embed(recognizer.variables, jnp.asarray(x, jnp.float32)), faces,
+                        min(batch, faces.shape[0]))
     return np.concatenate(pieces)
 
 

@@ -78,6 +78,12 @@ def make_discriminator(gan_cfg, arch: str | None = None) -> nn.Module:
                                               channel_max=gan_cfg.channel_max, mbstd_group=gan_cfg.mbstd_group)
 
 
+def synthesis_options(arch: str, lod: float) -> dict:
+    """Extra keyword arguments of ``G.synthesize`` for `arch`: PGGAN's level of detail (its
+    progressive fade-in), none for the StyleGANs."""
+    return {"lod": lod} if _builders(arch) is _BUILDERS["pggan"] else {}
+
+
 def init_generator(G: nn.Module, key: jax.Array) -> dict:
     """Variables {"params", "buffers"} of G (the noise buffers are drawn from `key` too)."""
     z = jnp.zeros((1, G.z_dim), jnp.float32)
@@ -91,4 +97,4 @@ def average_latent(G: nn.Module, variables) -> jax.Array:
     return jnp.broadcast_to(w_avg, (G.num_ws, G.latent_dim))
 
 
-__all__ = ["ARCHS", "make_generator", "make_discriminator", "init_generator", "average_latent"]
+__all__ = ["ARCHS", "make_generator", "make_discriminator", "init_generator", "average_latent", "synthesis_options"]

@@ -31,8 +31,8 @@ import optax
 
 from ..data import batch_indices, get_source
 from ..store import resolve
-from ..train import Task, make_optimizer, run
-from . import init_generator, make_discriminator, make_generator, pggan
+from ..train import Task, TrainingReport, make_optimizer, run
+from . import init_generator, make_discriminator, make_generator, pggan, synthesis_options
 from .losses import discriminator_loss, generator_loss, lazy_r1_loss, r1_penalty
 from .pggan import images_at_lod, lod_schedule, max_lod
 from .samples import fixed_latents, grid_image, save_png
@@ -119,12 +119,12 @@ def make_task(config, arch: str | None = None, source: Any = None) -> Task:
         z = jax.random.normal(k_z, (batch_size, G.z_dim))
         ws, updated = G.apply(variables, z, method="map", update_w_avg=True, mutable=["buffers"])
         ws = mix_styles(G, variables, ws, k_mix, mixing)
-        extra = {"lod": lod} if arch == "pggan" else {}
+        extra = synthesis_options(arch, lod)
         images = G.apply(variables, ws, method="synthesize", noise_mode="random", rngs={"noise": k_noise}, **extra)
         return images, updated.get("buffers", buffers)
 
     def discriminate(d_params, images, lod):
-        extra = {"lod": lod} if arch == "pggan" else {}
+        extra = synthesis_options(arch, lod)
         return D.apply({"params": d_params}, images, **extra)
 
     def train_step(state, batch, key):
@@ -176,7 +176,7 @@ def make_task(config, arch: str | None = None, source: Any = None) -> Task:
 
     @jax.jit
     def _samples(g_vars, lod):
-        extra = {"lod": lod} if arch == "pggan" else {}
+        extra = synthesis_options(arch, lod)
         ws = G.apply(g_vars, sample_z, method="map")
         return G.apply(g_vars, ws, method="synthesize", noise_mode="const", clip=True, **extra)
 
@@ -217,12 +217,12 @@ def load_trained(config, arch: str | None = None) -> dict:
                    f"jaxdeid train gan --arch {arch} --preset {config.preset}")
 
 
-def main(config, args) -> int:
+def fit(config, args) -> TrainingReport:
     """`jaxdeid train gan --arch ...`: trains (or resumes) and writes a final sample grid."""
-    arch = getattr(args, "arch", None) or config.gan.arch
+    arch = args.arch
     config.gan.arch = arch
     task = make_task(config, arch)
-    state, _ = run(task, config.gan.train, config.workdir, seed=config.seed, desc=task.name)
+    state, records = run(task, config.gan.train, config.workdir, seed=config.seed, desc=task.name)
     G = make_generator(config.gan, arch)
     lod = 0.0
     if arch == "pggan" and not config.gan.train_final_resolution:
@@ -230,9 +230,8 @@ def main(config, args) -> int:
                                  config.gan.pggan_stable_images, config.gan.pggan_fade_images))
     path = write_sample_grid(state["G_ema"], Path(config.workdir) / task.name / "samples_final.png",
                              config.gan.sample_grid, G=G, lod=lod)
-    print(f"{task.name}: trained to step {int(state['step'])}; samples at {path}")
-    return 0
+    return TrainingReport(task.name, Path(config.workdir) / task.name, records, int(config.gan.train.steps), (path,))
 
 
-__all__ = ["make_task", "load_trained", "write_sample_grid", "main", "mix_styles", "ema_beta",
+__all__ = ["make_task", "load_trained", "write_sample_grid", "fit", "mix_styles", "ema_beta",
            "task_name", "r1_penalty", "max_lod"]

@@ -23,6 +23,7 @@ noisy target and its noise-free twin.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable
 
 import dm_pix
@@ -34,7 +35,7 @@ import optax
 from ..data import batch_indices, get_source
 from ..data.lowlight import darken
 from ..store import resolve
-from ..train import Task, make_optimizer, run
+from ..train import Task, TrainingReport, make_optimizer, run
 from .losses import light_loss
 from .retinex import RetinexNet, make_model, mean_luminance
 
@@ -181,19 +182,12 @@ def train(config, direction: str, *, steps: int | None = None, log=None):
                desc=f"light {direction} ({config.preset})", log=log)
 
 
-def main(config, args) -> int:
+def fit(config, args) -> TrainingReport:
     """`jaxdeid train enhance` / `jaxdeid train attenuate` (components 1 and 6): the direction is the sub-command."""
     direction = args.network
     _, records = train(config, direction)
-    losses = [r["loss"] for r in records if "loss" in r]
-    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
-    where = f"{config.workdir}/{task_name(direction)}"
-    if losses:
-        print(f"light {direction}: final train loss {losses[-1]:.4f}"
-              + (f", val loss {evals[-1]:.4f}" if evals else "") + f"; checkpoints in {where}")
-    else:
-        print(f"light {direction}: already trained to {config.light.train.steps} steps ({where})")
-    return 0
+    return TrainingReport(task_name(direction), Path(config.workdir) / task_name(direction), records,
+                          int(config.light.train.steps))
 
 
 def inference_variables(state) -> dict:

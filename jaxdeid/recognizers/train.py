@@ -10,8 +10,7 @@ the step, checkpoints and exact resumption are the loop's.
 
 from __future__ import annotations
 
-import sys
-import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +21,7 @@ import optax
 from ..data import pk_batch_indices
 from ..data.lowlight import darken
 from ..store import resolve, trained_steps
-from ..train import Task, make_optimizer, run
+from ..train import Task, TrainingReport, make_optimizer, run
 from .evaluate import verify_split
 from .model import ARCHS, init_variables, make_embed, make_recognizer
 from .splits import get_split
@@ -128,22 +127,8 @@ def train(config, arch: str, steps: int | None = None) -> tuple[Any, list[dict]]
                desc=f"recognizer {arch}")
 
 
-def main(config, args) -> int:
-    """`jaxdeid train recognizer --arch ARCH`: exit 0 when trained, 1 on failure."""
-    t0 = time.perf_counter()
-    try:
-        _, records = train(config, args.arch)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    losses = [r["loss"] for r in records if "loss" in r]
-    evals = [r for r in records if "eval/val_acc" in r]
-    summary = f"recognizer {args.arch}: {len(losses)} steps logged in {time.perf_counter() - t0:.1f}s"
-    if losses:
-        summary += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-    if evals:
-        summary += f", val acc {evals[-1]['eval/val_acc']:.3f}"
-    print(summary)
-    if losses and not np.isfinite(losses[-1]):
-        return 1
-    return 0
+def fit(config, args) -> TrainingReport:
+    """`jaxdeid train recognizer --arch ARCH`."""
+    _, records = train(config, args.arch)
+    return TrainingReport(task_name(args.arch), Path(config.workdir) / task_name(args.arch), records,
+                          int(config.recognizer.train.steps))

@@ -54,7 +54,7 @@ from jaxdeid.commands.common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, add_conf
 from jaxdeid.data import get_source
 from jaxdeid.encoder import make_encoder, train as encoder_train
 from jaxdeid.encoder.train import generator_lod
-from jaxdeid.gan import ARCHS as GENERATOR_ARCHS, make_discriminator, make_generator
+from jaxdeid.gan import ARCHS as GENERATOR_ARCHS, make_discriminator, make_generator, synthesis_options
 from jaxdeid.gan.samples import fixed_latents
 from jaxdeid.gan.train import load_trained as load_generator, make_task
 from jaxdeid.metrics import get_metric
@@ -149,7 +149,7 @@ def evaluation_lod(config, arch: str) -> float:
 
 def make_generate(G, arch: str, lod: float):
     """Jitted ``generate(g_vars, z, key, noise_mode) -> images`` in [0, 1] (clipped), truncation ψ = 1."""
-    extra = {"lod": lod} if arch == "pggan" else {}
+    extra = synthesis_options(arch, lod)
 
     def generate(g_vars, z, key, noise_mode):
         ws = G.apply(g_vars, z, method="map", truncation_psi=1.0)
@@ -181,7 +181,7 @@ def generated_embeddings(step, g_vars, r_vars, count: int, batch_size: int, seed
 def make_reconstruct(G, E, arch: str, lod: float):
     """Jitted ``reconstruct(e_vars, g_vars, x) -> (G(E(x)) clipped, ssim [B], psnr [B])``."""
 
-    extra = {"lod": lod} if arch == "pggan" else {}
+    extra = synthesis_options(arch, lod)
 
     @jax.jit
     def reconstruct(e_vars, g_vars, x):

@@ -199,6 +199,40 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
     return state, records
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingReport:
+    """What one training call did: each network's `fit` returns it, `jaxdeid train` prints it and
+    picks the exit status from it."""
+
+    name: str                          # the task: its folder under the work folder
+    run_dir: Path
+    records: list[dict]                # metric records written by this call (none: already trained)
+    steps: int                         # the schedule's length
+    outputs: tuple[Path, ...] = ()     # figures written after training (sample grids, reconstructions)
+
+    @property
+    def losses(self) -> list[float]:
+        return [float(r["loss"]) for r in self.records if "loss" in r]
+
+    @property
+    def finite(self) -> bool:
+        """False when training ended on a non-finite loss (the run failed)."""
+        return not self.losses or bool(np.isfinite(self.losses[-1]))
+
+    def summary(self) -> str:
+        if not self.records:
+            return f"{self.name}: already trained to {self.steps} steps ({self.run_dir})"
+        steps = [int(r["step"]) for r in self.records if "step" in r]
+        text = f"{self.name}: step {max(steps) if steps else '?'} of {self.steps}"
+        if self.losses:
+            text += f", loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}"
+        evals = [r for r in self.records if any(k.startswith("eval/") for k in r)]
+        if evals:
+            text += ", " + ", ".join(f"val {k[5:]} {v:.3f}" for k, v in evals[-1].items() if k.startswith("eval/"))
+        text += f"; checkpoints in {self.run_dir / 'checkpoints'}"
+        return text + "".join(f"; wrote {path}" for path in self.outputs)
+
+
 def read_metrics(workdir: str | Path, name: str) -> list[dict]:
     """All records of a task's metrics.jsonl (across resumptions)."""
     path = Path(workdir) / name / "metrics.jsonl"
