@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
 
 def _shapes(tree):

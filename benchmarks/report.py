@@ -22,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-
-from jaxdeid.results import markdown_table, provenance, write_json, write_markdown  # noqa: E402
+from jaxdeid.results import markdown_table, provenance, write_json, write_markdown
 
 ROW_KEYS = ("name", "preset", "batch", "images_per_s", "compile_s", "flops_per_image", "achieved_flops",
             "peak_bytes", "device", "jax_version", "git_commit")

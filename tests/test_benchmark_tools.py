@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-
-import harness  # noqa: E402
-import warm_cache  # noqa: E402
+import harness
+import warm_cache
 
 
 def test_compile_time_warmup_logs_and_timed_pass_reads_cold_compile(tmp_path, monkeypatch):

@@ -113,7 +113,6 @@ def test_a_file_of_other_shapes_is_refused_naming_the_tensor(config):
 
 
 def test_resolution_order_checkpoint_then_store_then_error(config):
-    from jaxdeid.light import train as light_train  # noqa: F401 (the function)
     entry = entry_by_name(config, "light_enhance")
     with pytest.raises(FileNotFoundError, match="missing from the smoke store.*jaxdeid train enhance"):
         resolve(config, entry.task(), entry.component.inference, entry.train_command)
