@@ -64,6 +64,7 @@ class Component:
     fit: Callable[[Any, Any], TrainingReport]                   # `jaxdeid train <kind>`: (config, args) -> report
     description: str                                            # its `jaxdeid train` help line
     flags: tuple[tuple[str, dict], ...] = ()                    # extra `jaxdeid train <kind>` flags
+    default_arch: str | None = None                             # `--arch` when not given (None: required)
     higher_is_better: bool = True
 
     def load(self, config, arch: str | None = None) -> Any:
@@ -117,9 +118,10 @@ def _light(direction: str) -> Component:
     descriptions = {"enhance": "light enhancement network, low -> normal (component 1)",
                     "attenuate": "light attenuation network, normal -> low (component 6)"}
     return Component(kind=direction, archs=(), make_task=lambda config, arch: light_train.make_task(config, direction),
-                     init=init, fit=light_train.fit, description=descriptions[direction],
-                     inference=light_train.inference_variables, merge=_merge_top, probe=probe, figure=lambda config: "ssim",
-                     target=lambda config: targets[direction],
+                     init=init, fit=lambda config, args: light_train.fit(config, direction),
+                     description=descriptions[direction],
+                     inference=light_train.inference_variables, merge=_merge_top, probe=probe,
+                     figure=lambda config: "ssim", target=lambda config: targets[direction],
                      train_command=lambda config, arch: f"jaxdeid train {direction} --preset {config.preset}")
 
 
@@ -162,7 +164,7 @@ def _generator_init(config, arch, key):
 
 GAN = Component(kind="gan", archs=gan.ARCHS,
                 make_task=lambda config, arch: gan_train.make_task(config, arch),
-                init=_generator_init, fit=gan_train.fit,
+                init=_generator_init, fit=gan_train.fit, default_arch="stylegan2",
                 description="face generation network: StyleGAN2 (ours) or a baseline (component 4)",
                 inference=gan_train.inference_variables, merge=lambda state, v: {**state, "G_ema": v},
                 probe=_generator_probe, figure=lambda config: None, target=lambda config: None,
@@ -180,7 +182,7 @@ def _encoder_init(config, arch, key):
 
 ENCODER = Component(kind="encoder", archs=gan.ARCHS,
                     make_task=lambda config, arch: encoder_train._restore_task(config, arch),
-                    init=_encoder_init, fit=encoder_train.fit,
+                    init=_encoder_init, fit=encoder_train.fit, default_arch="stylegan2",
                     description="latent code generation network, SE-ResNet50 + 6 FC (component 3): "
                                 "--arch names the generator it inverts",
                     inference=encoder_train.inference_variables, merge=_merge_top, probe=_encoder_probe,

@@ -228,7 +228,7 @@ wait_all evaluation "${pids_eval[@]}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
 pids_pages=()
 for script in ${JAXDEID_GPU_PAGES:-table3 fig5 fig6 grids}; do
-  timeout -s INT -k 15 "$(left)" python3 "reproduce/$script.py" "${eval_args[@]}" \
+  timeout -s INT -k 15 "$(left)" python3 -m "jaxdeid.reproduce.$script" "${eval_args[@]}" \
     > "$scratch/page_$script.log" 2>&1 & pids_pages+=($!)
 done
 wait_all page "${pids_pages[@]}"

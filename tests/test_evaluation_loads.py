@@ -4,7 +4,7 @@ The checkpoint reader is replaced by a counter that hands out tiny numpy "variab
 the test needs no trained network and no compilation: it checks that evaluating several
 methods reads the detector, the light networks and the judges once, the per-method
 encoder/generator once per method, and that the params are exactly what
-`jaxdeid.deid.load_params` returns.
+`jaxdeid.deid.pipeline.load_params` returns.
 """
 
 import collections

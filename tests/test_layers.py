@@ -3,7 +3,8 @@
 Layers, bottom to top: the library (every module of `jaxdeid` not listed below), then the
 entry points (`jaxdeid.cli`, `jaxdeid.__main__`, `jaxdeid.commands.*`, `jaxdeid.reproduce.*`).
 The graph is read from the source with `ast`, function-level imports included, so a
-circle hidden inside a function still counts.
+circle hidden inside a function still counts, and so does one through a package's
+``__init__`` (importing ``a.b.c`` runs ``a.b``'s first).
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     for name in names:
         while name and name not in MODULES:
             name = name.rpartition(".")[0]
-        if name and name != module and not module.startswith(name + "."):   # a parent package is not an edge
-            found.append(name)
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first: those packages are edges too,
+        # except the importing module's own parent packages (already running when it imports).
+        while name:
+            if name != module and not module.startswith(name + "."):
+                found.append(name)
+            name = name.rpartition(".")[0]
     return found
 
 
@@ -69,8 +74,16 @@ def _imports() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
 
 
 def _justified(lines: list[str], lineno: int) -> bool:
-    """A function-level import that says why it stays local: ``# local: <reason>`` on it or just above."""
-    return "# local:" in lines[lineno - 1] or lines[lineno - 2].strip().startswith("# local:")
+    """A function-level import that says why it stays local: ``# local: <reason>`` on its line or
+    in the comment block just above it."""
+    if "# local:" in lines[lineno - 1]:
+        return True
+    above = lineno - 2
+    while above >= 0 and lines[above].strip().startswith("#"):
+        if lines[above].strip().startswith("# local:"):
+            return True
+        above -= 1
+    return False
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -5,8 +5,6 @@ the recognizer and a constant map for the encoder; the full script (which trains
 """
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -18,16 +16,11 @@ from jaxdeid.configs import get_config
 from jaxdeid.gan import init_generator, make_generator
 from jaxdeid.metrics import psnr, ssim
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # compiles a (16 px) synthesis network three times: ~20-40 s on 2 free cores
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_generators", ROOT / "reproduce" / "generators.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("reproduce_generators", module)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("jaxdeid.reproduce.generators")
 
 
 @jax.jit

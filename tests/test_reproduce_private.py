@@ -10,7 +10,6 @@ PNGs' sizes, and that the cache is reused (and invalidated when the weights chan
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ import pytest
 # Two private steps and ~8 networks to compile: ~2-3 min of CPU on 2 cores.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("ours", "pggan")  # ours (light networks, StyleGAN2) and the cheapest baseline
 JUDGES = ("vgg16", "mobilenetv3")
 OVERRIDES = [f"recognizer.judges={JUDGES!r}",
@@ -29,10 +27,7 @@ OVERRIDES = [f"recognizer.judges={JUDGES!r}",
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"reproduce_{name}", ROOT / "reproduce" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"jaxdeid.reproduce.{name}")
 
 
 @pytest.fixture(scope="module")

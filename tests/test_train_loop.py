@@ -166,3 +166,6 @@ def test_training_report_says_what_ran_and_fails_on_a_non_finite_loss(tmp_path):
     assert ran.finite and "step 2 of 10, loss 0.5000 -> 0.2500, val acc 0.900" in ran.summary()
     assert "grid.png" in ran.summary()
     assert not TrainingReport("net", tmp_path, records + [{"step": 3, "loss": float("nan")}], 10).finite
+    gan = [{"step": 1, "loss_G": 1.0, "loss_D": 0.5}, {"step": 2, "loss_G": 0.9, "loss_D": float("nan")}]
+    assert not TrainingReport("gan", tmp_path, gan, 10).finite          # a GAN's losses are loss_G / loss_D
+    assert "loss 1.0000 -> 0.9000" in TrainingReport("gan", tmp_path, gan[:1] + [{"step": 2, "loss_G": 0.9}], 10).summary()

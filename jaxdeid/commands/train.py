@@ -17,8 +17,10 @@ def register(subparsers):
         q = sub.add_parser(kind, help=component.description)
         add_config_flags(q)
         if component.archs:
-            q.add_argument("--arch", required=True, choices=component.archs,
-                           help=f"architecture: {', '.join(component.archs)}")
+            default = component.default_arch
+            q.add_argument("--arch", required=default is None, default=default, choices=component.archs,
+                           help=f"architecture: {', '.join(component.archs)}"
+                                + (f" (default {default})" if default else ""))
         for flag, kwargs in component.flags:
             q.add_argument(flag, **kwargs)
         q.set_defaults(func=_runner(component.fit))

@@ -47,7 +47,8 @@ def make_task(config, networks: FrozenNetworks, allow_untrained: bool = False) -
     Adam states; initialised from the pretrained ``gan_stylegan2`` checkpoint (the
     paper fine-tunes a trained generator; from scratch only with ``allow_untrained``).
     Frozen, from ``networks`` (the registry's loaders, `jaxdeid.components.method_networks`):
-    the StyleGAN2 encoder and the white-box judges. A missing one raises FileNotFoundError at the first step, naming its training command:
+    the StyleGAN2 encoder and the white-box judges. A missing one raises FileNotFoundError at the
+    first step, naming its training command:
     a generator fine-tuned against random judges would be reported as "L_F fine-tuned"
     while it learned nothing about evading recognition. ``allow_untrained`` initialises
     missing ones at random instead (tests and demos only).
@@ -65,7 +66,8 @@ def make_task(config, networks: FrozenNetworks, allow_untrained: bool = False) -
     frozen: dict[str, Any] = {}
 
     def frozen_networks():
-        # Loaded lazily (first step) so `load_finetuned_generator` never needs them.
+        # Loaded lazily (first step): restoring the fine-tuned generator
+        # (`components.finetuned_generator`) never needs them.
         if not frozen:
             frozen["encoder_module"] = make_encoder(config, "stylegan2")
             frozen["judge_modules"] = {a: make_recognizer(config, a) for a in judges}
@@ -152,7 +154,8 @@ def make_task(config, networks: FrozenNetworks, allow_untrained: bool = False) -
         d_updates, opt_D_state = opt_D.update(d_grads, state["opt_D"], state["D"]["params"])
         d_params = jax.tree_util.tree_map(lambda p, u: p + u, state["D"]["params"], d_updates)
         new_G = {**state["G"], "params": g_params}
-        new_state = {"G": new_G, "G_ema": ema_update(state["G_ema"], new_G, 0.999), "D": {**state["D"], "params": d_params},
+        new_state = {"G": new_G, "G_ema": ema_update(state["G_ema"], new_G, 0.999),
+                     "D": {**state["D"], "params": d_params},
                      "opt_G": opt_G_state, "opt_D": opt_D_state}
         metrics = {"loss": terms["L_F"], "loss_D": d_value, **{f"loss/{k}": v for k, v in terms.items()}}
         return new_state, metrics

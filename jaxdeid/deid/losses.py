@@ -81,6 +81,3 @@ def finetune_terms(*, fake_logits: jax.Array, real_logits: jax.Array, r1: jax.Ar
 def fine_tuning_loss(**kwargs) -> jax.Array:
     """L_F (eq. 8) = L_G + χ1·L_D + χ2·L_s + χ3·L_A + χ4·L_C; arguments as `finetune_terms`."""
     return finetune_terms(**kwargs)["L_F"]
-
-
-# --------------------------------------------------------------------------- `jaxdeid train deid`

@@ -182,9 +182,8 @@ def train(config, direction: str, *, steps: int | None = None, log=None):
                desc=f"light {direction} ({config.preset})", log=log)
 
 
-def fit(config, args) -> TrainingReport:
-    """`jaxdeid train enhance` / `jaxdeid train attenuate` (components 1 and 6): the direction is the sub-command."""
-    direction = args.network
+def fit(config, direction: str) -> TrainingReport:
+    """`jaxdeid train enhance` / `jaxdeid train attenuate` (components 1 and 6)."""
     _, records = train(config, direction)
     return TrainingReport(task_name(direction), Path(config.workdir) / task_name(direction), records,
                           int(config.light.train.steps))

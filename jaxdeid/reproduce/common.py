@@ -218,7 +218,7 @@ _PER_METHOD_NETWORKS = ("encoder", "generator")
 
 
 def _load_networks(config, method: str, *, allow_untrained: bool) -> tuple[dict, list[str]]:
-    """`jaxdeid.deid.load_params`, reusing the shared networks already restored in this process.
+    """`jaxdeid.deid.pipeline.load_params`, reusing the shared networks already restored in this process.
 
     Returns exactly what ``load_params(config, method, allow_untrained=...)`` returns: the same
     checkpoints are read, only each at most once per process.

@@ -24,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from tensorboardX import SummaryWriter
+try:   # a declared dependency; a machine without it (an offline GPU image) still trains, with JSON-lines logs only
+    from tensorboardX import SummaryWriter
+except ImportError:
+    SummaryWriter = None
 
 from ..progress import progress
 from .sharding import data_mesh, replicate, shard_batch
@@ -85,12 +88,13 @@ def _scalarize(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in metrics.items()}
 
 
-def _scalar_writer(run_dir: Path, start: int) -> SummaryWriter | None:
-    """A TensorBoard event writer in `run_dir` for a run resuming after step `start` (None off process 0).
+def _scalar_writer(run_dir: Path, start: int) -> Any:
+    """A TensorBoard event writer in `run_dir` for a run resuming after step `start` (None off process 0,
+    or without tensorboardX).
 
     One process writes: several writers in one folder would draw every curve once per process.
     """
-    if jax.process_index() != 0:
+    if jax.process_index() != 0 or SummaryWriter is None:
         return None
     # tensorboardX names its file by the second and the host and opens it for writing, so a
     # run resumed within the same second would overwrite the previous file: the suffix keeps
@@ -100,7 +104,7 @@ def _scalar_writer(run_dir: Path, start: int) -> SummaryWriter | None:
                          filename_suffix=f".{uuid.uuid4().hex[:8]}")
 
 
-def _write_scalars(writer: SummaryWriter | None, record: Mapping[str, Any]) -> None:
+def _write_scalars(writer: Any, record: Mapping[str, Any]) -> None:
     """Every number of a metrics record but its step, as a TensorBoard scalar at that step."""
     if writer is None:
         return
@@ -212,12 +216,16 @@ class TrainingReport:
 
     @property
     def losses(self) -> list[float]:
-        return [float(r["loss"]) for r in self.records if "loss" in r]
+        """The main loss per record: ``loss``, or a GAN's generator loss ``loss_G``."""
+        return [float(r["loss"] if "loss" in r else r["loss_G"]) for r in self.records if "loss" in r or "loss_G" in r]
 
     @property
     def finite(self) -> bool:
-        """False when training ended on a non-finite loss (the run failed)."""
-        return not self.losses or bool(np.isfinite(self.losses[-1]))
+        """False when the last record with losses holds a non-finite one (``loss*``: L, L_G, L_D, terms)."""
+        with_losses = [r for r in self.records if any(k.startswith("loss") for k in r)]
+        if not with_losses:
+            return True
+        return all(np.isfinite(float(v)) for k, v in with_losses[-1].items() if k.startswith("loss"))
 
     def summary(self) -> str:
         if not self.records:
