@@ -78,8 +78,9 @@ def test_fig5_keys(run):
 
 def test_table3_keys_and_rates(run):
     data = _read(run[0], "table3.json")
-    assert set(data) == {"whitebox", "blackbox", "provenance"}
+    assert set(data) == {"whitebox", "whitebox_private_only", "blackbox", "fallback_rate", "provenance"}
     assert set(data["whitebox"]) == set(METHODS) and set(data["blackbox"]) == set(METHODS)
+    assert set(data["fallback_rate"]) == set(METHODS) and all(_is_rate(v) for v in data["fallback_rate"].values())
     for m in METHODS:
         assert set(data["whitebox"][m]) == set(JUDGES)
         for rates in data["whitebox"][m].values():
