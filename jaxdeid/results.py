@@ -114,6 +114,19 @@ def weights_used() -> dict[str, dict[str, Any]]:
     return {name: dict(source) for name, source in sorted(_WEIGHTS_USED.items())}
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running, as a user would type it: a module of this package run with
+    ``python -m`` is named by its module (``python3 -m jaxdeid.reproduce.light ...``), not by the
+    path of the checkout it happened to run from."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]) if argv else Path()
+    package = Path(__file__).resolve().parent
+    if script.suffix == ".py" and script.resolve().is_relative_to(package):
+        module = ".".join(("jaxdeid",) + script.resolve().relative_to(package).with_suffix("").parts)
+        argv = ["-m", module.removesuffix(".__main__")] + argv[1:]
+    return shlex.join([Path(sys.executable).name, *argv])
+
+
 def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str, Any]:
     return {
         "git_commit": git_commit(),
@@ -124,7 +137,7 @@ def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str,
         "wall_s": round(float(wall_s), 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # The process's own command line: a run with --set overrides says so in its result.
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "weights": weights_used(),
         **extra,
     }

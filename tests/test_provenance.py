@@ -59,3 +59,16 @@ def test_every_result_json_lands_in_the_history(tmp_path):
     results.write_json(tmp_path / "b.json", {"x": 2, "provenance": prov})
     lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [line["file"] for line in lines] == ["a.json", "b.json"]
+
+
+def test_the_recorded_command_names_package_modules_by_module():
+    """A reproduce module run with ``python -m`` is recorded as such, not by the checkout's path."""
+    from pathlib import Path
+
+    import jaxdeid
+
+    package = Path(jaxdeid.__file__).resolve().parent
+    assert results.command_line([str(package / "reproduce" / "light.py"), "--preset", "small"]).endswith(
+        "-m jaxdeid.reproduce.light --preset small")
+    assert results.command_line([str(package / "__main__.py"), "train", "gan"]).endswith("-m jaxdeid train gan")
+    assert results.command_line(["benchmarks/report.py", "raw.json"]).endswith("benchmarks/report.py raw.json")
