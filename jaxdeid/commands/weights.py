@@ -57,7 +57,7 @@ def list_command(args) -> int:
         steps = f"{r['steps']['done']}/{r['steps']['planned']}"
         fig = "—" if r["figure"] is None else f"{r['figure']:.3f}"
         target = "—" if r["target"] is None else f"{r['target']:.2f}"
-        name = f"{r['figure_name']} {fig} vs {target}" if r["figure_name"] else "reported by reproduce/"
+        name = f"{r['figure_name']} {fig} vs {target}" if r["figure_name"] else "measured by jaxdeid.reproduce.generators"
         print(f"{r['network']:<28}{r['status']:<18}{steps:>13}{r['parameters']:>12,}{r['bytes'] / 2**20:>8.2f}  {name}")
     return EXIT_OK
 
