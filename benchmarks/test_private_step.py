@@ -50,6 +50,7 @@ import pytest
 from harness import bench_config, compile_and_analyse, lowered_flops, run_benchmark, timed_compilation
 
 from jaxdeid.deid.methods import METHODS
+from jaxdeid.eval.protocol import unseen_lowlight_frames
 
 # Every frame of the evaluation batch holds one face, and the benchmark times the whole
 # pipeline, so every detection counts as a face (score threshold 0): a weak or untrained
@@ -127,14 +128,8 @@ def _setup(preset: str, method: str):
 
 @functools.lru_cache(maxsize=None)
 def _eval_frames(preset: str, batch: int) -> np.ndarray:
-    """A fixed low-light evaluation batch: SynthFaces test-identity scenes, LLNet-darkened."""
-    from jaxdeid.data.lowlight import darken_np
-    from jaxdeid.data.synthfaces import render_scenes
-
-    config = bench_config(preset)
-    ids = np.arange(batch) + 10_000_000  # identities outside every training split's range
-    frames, _ = render_scenes(ids, np.zeros(batch, np.int64), config.data.scene_resolution, seed=1234)
-    return darken_np(np.random.default_rng(0), frames.astype(np.float32) / 255.0, config.lowlight).astype(np.float32)
+    """The protocol's fixed low-light batch of unseen identities, once per (preset, batch)."""
+    return unseen_lowlight_frames(bench_config(preset), batch)
 
 
 @functools.lru_cache(maxsize=None)

@@ -207,10 +207,10 @@ RECOGNIZER = Component(kind="recognizer", archs=recognizers.ARCHS,
                                                                                  if int(config.seed) else "")))
 
 DEID = Component(kind="deid", archs=(),
-                 make_task=lambda config, arch: finetune.make_task(config, method_networks(config, "stylegan2"),
+                 make_task=lambda config, arch: finetune.make_task(config, MethodNetworks(config, "stylegan2"),
                                                                    allow_untrained=True),
                  init=lambda config, arch, key: _generator_init(config, "stylegan2", key),
-                 fit=lambda config, args: finetune.fit(config, args, method_networks(config, "stylegan2")),
+                 fit=lambda config, args: finetune.fit(config, args, MethodNetworks(config, "stylegan2")),
                  description="fine-tune the StyleGAN2 generator with L_F (eq. 8)",
                  flags=(("--allow-untrained", dict(action="store_true",
                                                    help="use randomly initialised encoder/judges where their "
@@ -347,7 +347,3 @@ class MethodNetworks:
 
     def train_command(self, role: str) -> str:
         return role_train_command(self.config, self.method, role)
-
-
-def method_networks(config, method: str) -> MethodNetworks:
-    return MethodNetworks(config, method)

@@ -378,11 +378,11 @@ def test_similarity_judgment_loss_and_lf():
 def test_lf_finetuning_fails_closed_without_trained_networks(tmp_path):
     """`jaxdeid train deid` never fine-tunes a random generator against random judges unless
     asked to: it fails naming the command that trains what is missing."""
-    from jaxdeid.components import method_networks
+    from jaxdeid.components import MethodNetworks
     from jaxdeid.deid.finetune import make_task
 
     config = get_config("smoke", [f"workdir={tmp_path}"])
-    networks = method_networks(config, "stylegan2")
+    networks = MethodNetworks(config, "stylegan2")
     with pytest.raises(FileNotFoundError, match="jaxdeid train gan --arch stylegan2"):
         make_task(config, networks)
     assert make_task(config, networks, allow_untrained=True).name == "deid_finetune"

@@ -159,10 +159,10 @@ def test_training_report_says_what_ran_and_fails_on_a_non_finite_loss(tmp_path):
     """The report `jaxdeid train` prints and picks its exit status from."""
     from jaxdeid.train import TrainingReport
 
-    done = TrainingReport("net", tmp_path / "net", [], 10)
+    done = TrainingReport("net", tmp_path, [], 10)
     assert done.finite and "already trained to 10 steps" in done.summary()
     records = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25, "eval/acc": 0.9}]
-    ran = TrainingReport("net", tmp_path / "net", records, 10, (tmp_path / "grid.png",))
+    ran = TrainingReport("net", tmp_path, records, 10, (tmp_path / "grid.png",))
     assert ran.finite and "step 2 of 10, loss 0.5000 -> 0.2500, val acc 0.900" in ran.summary()
     assert "grid.png" in ran.summary()
     assert not TrainingReport("net", tmp_path, records + [{"step": 3, "loss": float("nan")}], 10).finite

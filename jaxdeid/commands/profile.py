@@ -33,11 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data.lowlight import darken_np
-from ..data.synthfaces import render_scenes
 from ..deid.methods import METHODS, uses_light_networks
 from ..deid.pipeline import load_params, quick_random_params, with_face_sized_boxes
 from ..deid.step import COMPUTE_DTYPES, make_private_step
+from ..eval.protocol import unseen_lowlight_frames
 from ..profiling import format_table, load_trace_events, parse_hlo, private_step_rows, stage_table, trace_calls
 from .common import EXIT_OK, add_config_flags, config_from_args
 from .deidentify import positive_int
@@ -77,13 +76,6 @@ def register(subparsers):
     p.set_defaults(func=main)
 
 
-def eval_frames(config, batch: int) -> np.ndarray:
-    """A fixed low-light batch: SynthFaces scenes of test identities (outside every training split), darkened."""
-    ids = np.arange(batch) + 10_000_000
-    frames, _ = render_scenes(ids, np.zeros(batch, np.int64), config.data.scene_resolution, seed=1234)
-    return darken_np(np.random.default_rng(0), frames.astype(np.float32) / 255.0, config.lowlight).astype(np.float32)
-
-
 def main(args) -> int:
     # Random networks: every detection counts as a face, so the noise loop runs (module docstring).
     # The user's --set comes after and wins; --dtype after that.
@@ -101,7 +93,7 @@ def main(args) -> int:
     else:
         params, _ = load_params(config, args.method)   # FileNotFoundError lists the training commands
         weights = f"trained (checkpoints under {config.workdir} / the weights store)"
-    x = jnp.asarray(eval_frames(config, batch))
+    x = jnp.asarray(unseen_lowlight_frames(config, batch))
     key = jax.random.PRNGKey(int(config.seed))
 
     print(f"jaxdeid profile: {args.method}, {config.preset} preset, batch {batch}, {dtype}, "

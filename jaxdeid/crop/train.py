@@ -226,4 +226,4 @@ def fit(config, args) -> TrainingReport:
     """`jaxdeid train crop`."""
     del args
     _, records = run(make_task(config), config.crop.train, config.workdir, seed=config.seed, desc="crop")
-    return TrainingReport(TASK_NAME, Path(config.workdir) / TASK_NAME, records, int(config.crop.train.steps))
+    return TrainingReport(TASK_NAME, Path(config.workdir), records, int(config.crop.train.steps))

@@ -46,7 +46,7 @@ def make_task(config, networks: FrozenNetworks, allow_untrained: bool = False) -
     State: the generator G (EMA copy kept for inference), its discriminator D, and the
     Adam states; initialised from the pretrained ``gan_stylegan2`` checkpoint (the
     paper fine-tunes a trained generator; from scratch only with ``allow_untrained``).
-    Frozen, from ``networks`` (the registry's loaders, `jaxdeid.components.method_networks`):
+    Frozen, from ``networks`` (the registry's loaders, `jaxdeid.components.MethodNetworks`):
     the StyleGAN2 encoder and the white-box judges. A missing one raises FileNotFoundError at the
     first step, naming its training command:
     a generator fine-tuned against random judges would be reported as "L_F fine-tuned"
@@ -167,4 +167,4 @@ def fit(config, args, networks: FrozenNetworks) -> TrainingReport:
     """`jaxdeid train deid`: fine-tunes the StyleGAN2 generator with L_F (eq. 8)."""
     task = make_task(config, networks, allow_untrained=bool(getattr(args, "allow_untrained", False)))
     _, records = run(task, config.deid.train, config.workdir, seed=int(config.seed), desc=TASK_NAME)
-    return TrainingReport(TASK_NAME, Path(config.workdir) / TASK_NAME, records, int(config.deid.train.steps))
+    return TrainingReport(TASK_NAME, Path(config.workdir), records, int(config.deid.train.steps))

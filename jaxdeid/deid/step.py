@@ -136,11 +136,6 @@ class Networks:
     judges: tuple[tuple[str, nn.Module], ...]  # (arch, recognizer) white-box judges, config order
 
 
-def make_encoder_module(config, generator_arch: str) -> nn.Module:
-    """The latent encoder that inverts `generator_arch` (owned by `jaxdeid.encoder`)."""
-    return make_encoder(config, generator_arch)
-
-
 def make_networks(config, method: str) -> Networks:
     """Builds every module `method` needs from the config (no variables)."""
     check_method(method)
@@ -154,7 +149,7 @@ def make_networks(config, method: str) -> Networks:
         enhance=make_light(config, "enhance") if light else None,
         attenuate=make_light(config, "attenuate") if light else None,
         detector=crop_ops.make_detector(config),
-        encoder=make_encoder_module(config, arch),
+        encoder=make_encoder(config, arch),
         generator=make_generator(config.gan, arch),
         judges=judges,
     )

@@ -234,5 +234,5 @@ def fit(config, args) -> TrainingReport:
     encoder, variables, g_vars = load_trained(config, arch, with_generator=True)
     path = write_reconstructions(config, arch, encoder, variables, g_vars,
                                  Path(config.workdir) / task.name / "reconstructions.png")
-    return TrainingReport(task.name, Path(config.workdir) / task.name, records, int(config.encoder.train.steps),
+    return TrainingReport(task.name, Path(config.workdir), records, int(config.encoder.train.steps),
                           (path,))

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..crop import ops as crop_ops
 from ..data import get_source
-from ..data.lowlight import darken
+from ..data.lowlight import darken, darken_np
+from ..data.synthfaces import render_scenes
 from ..deid.step import make_jitted_private_step
 from ..metrics import bootstrap_ci, enroll_gallery, get_metric, identification_ci, make_pairs, pair_scores, verification_ci
 
@@ -108,6 +109,14 @@ def evaluation_set(config, count: int) -> EvalSet:
     return EvalSet(normal=np.asarray(scenes["image"], np.float32), lowlight=lowlight,
                    box=np.asarray(scenes["box"], np.float32), label=np.asarray(scenes["label"], np.int32),
                    indices=indices)
+
+
+def unseen_lowlight_frames(config, batch: int) -> np.ndarray:
+    """A fixed low-light batch for timing and profiling: SynthFaces scenes of identities outside
+    every split's range (ids from 10,000,000), LLNet-darkened with a fixed seed."""
+    ids = np.arange(batch) + 10_000_000
+    frames, _ = render_scenes(ids, np.zeros(batch, np.int64), config.data.scene_resolution, seed=1234)
+    return darken_np(np.random.default_rng(0), frames.astype(np.float32) / 255.0, config.lowlight).astype(np.float32)
 
 
 def face_crops(config, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -230,7 +230,7 @@ def fit(config, args) -> TrainingReport:
                                  config.gan.pggan_stable_images, config.gan.pggan_fade_images))
     path = write_sample_grid(state["G_ema"], Path(config.workdir) / task.name / "samples_final.png",
                              config.gan.sample_grid, G=G, lod=lod)
-    return TrainingReport(task.name, Path(config.workdir) / task.name, records, int(config.gan.train.steps), (path,))
+    return TrainingReport(task.name, Path(config.workdir), records, int(config.gan.train.steps), (path,))
 
 
 __all__ = ["make_task", "load_trained", "write_sample_grid", "fit", "mix_styles", "ema_beta",

@@ -185,7 +185,7 @@ def train(config, direction: str, *, steps: int | None = None, log=None):
 def fit(config, direction: str) -> TrainingReport:
     """`jaxdeid train enhance` / `jaxdeid train attenuate` (components 1 and 6)."""
     _, records = train(config, direction)
-    return TrainingReport(task_name(direction), Path(config.workdir) / task_name(direction), records,
+    return TrainingReport(task_name(direction), Path(config.workdir), records,
                           int(config.light.train.steps))
 
 

@@ -130,5 +130,5 @@ def train(config, arch: str, steps: int | None = None) -> tuple[Any, list[dict]]
 def fit(config, args) -> TrainingReport:
     """`jaxdeid train recognizer --arch ARCH`."""
     _, records = train(config, args.arch)
-    return TrainingReport(task_name(args.arch), Path(config.workdir) / task_name(args.arch), records,
+    return TrainingReport(task_name(args.arch), Path(config.workdir), records,
                           int(config.recognizer.train.steps))

@@ -145,6 +145,12 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
     metrics_file = open(run_dir / "metrics.jsonl", "a")
     scalars = _scalar_writer(run_dir, start) if start < total else None   # a finished run logs nothing
 
+    def emit(record: dict) -> None:
+        """One metrics record: returned, appended to the JSON lines, and as TensorBoard scalars."""
+        records.append(record)
+        metrics_file.write(json.dumps(record) + "\n")
+        _write_scalars(scalars, record)
+
     def save(step: int):
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -169,20 +175,14 @@ def run(task: Task, train_cfg, workdir: str | Path, *, seed: int = 0, steps: int
             out_of_time = bool(max_seconds) and time.perf_counter() - t0 > max_seconds
             if done % train_cfg.log_every == 0 or done == total or out_of_time:
                 for s, m in pending:  # device->host sync only at log time, keeps the step async
-                    record = {"step": s, **_scalarize(m), "time_s": round(time.perf_counter() - t0, 3)}
-                    records.append(record)
-                    metrics_file.write(json.dumps(record) + "\n")
-                    _write_scalars(scalars, record)
+                    emit({"step": s, **_scalarize(m), "time_s": round(time.perf_counter() - t0, 3)})
                 pending.clear()
                 metrics_file.flush()
                 bar.set_postfix({k: f"{v:.4g}" for k, v in records[-1].items() if k not in ("step", "time_s")})
                 if log:
                     log(records[-1])
             if task.eval_fn is not None and (done % train_cfg.eval_every == 0 or done == total):
-                record = {"step": done, **{f"eval/{k}": float(v) for k, v in task.eval_fn(state).items()}}
-                records.append(record)
-                metrics_file.write(json.dumps(record) + "\n")
-                _write_scalars(scalars, record)
+                emit({"step": done, **{f"eval/{k}": float(v) for k, v in task.eval_fn(state).items()}})
                 metrics_file.flush()  # a run stopped before the next log step keeps its eval line
             if done % train_cfg.ckpt_every == 0 or done == total or out_of_time:
                 save(done)
@@ -209,10 +209,14 @@ class TrainingReport:
     picks the exit status from it."""
 
     name: str                          # the task: its folder under the work folder
-    run_dir: Path
+    workdir: Path
     records: list[dict]                # metric records written by this call (none: already trained)
     steps: int                         # the schedule's length
     outputs: tuple[Path, ...] = ()     # figures written after training (sample grids, reconstructions)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.workdir) / self.name
 
     @property
     def losses(self) -> list[float]:
