@@ -30,7 +30,8 @@ QUALITY_KEYS = ("tpr", "fpr", "ssim", "psnr", "cs")
 # Extra per-row keys kept when present (num_devices and dtype are always filled in).
 EXTRA_KEYS = ("stage", "method", "trained", "faces_forced", "success", "iterations", "loop_iterations",
               "flops_per_image_static", "device_peak_bytes", "compile_source", "compile_cached_s",
-              "r1_interval", "common_step_s", "common_step_images_per_s", "lazy_r1_cycle_images_per_s")
+              "r1_interval", "common_step_s", "common_step_images_per_s", "lazy_r1_cycle_images_per_s",
+              "config", "params")
 BF16_LOSS_KEYS = ("bf16_frames_max_abs_diff", "bf16_frames_mean_abs_diff", "bf16_faces_max_abs_diff",
                   "bf16_faces_mean_abs_diff", "bf16_similarity_mean_abs_diff", "bf16_success_flip_fraction",
                   "bf16_box_max_abs_diff_px")
@@ -193,6 +194,30 @@ def _gan_section(rows: list[dict]) -> str:
             "step without R1; the cycle is what training sustains.")
 
 
+def reference_pivot(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{config: {"synthesis B<n>" | "D fwd+bwd B<n>": images/s}} of the reference-configuration rows."""
+    pivot: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.get("stage") == "reference":
+            what = "synthesis" if r["name"].startswith("reference_synthesis") else "D fwd+bwd"
+            pivot.setdefault(r["config"], {})[f"{what} B{r['batch']}"] = r["images_per_s"]
+    return pivot
+
+
+def _reference_section(rows: list[dict]) -> str:
+    pivot = reference_pivot(rows)
+    if not pivot:
+        return "(no reference-configuration row in this run)"
+    columns = sorted({c for cells in pivot.values() for c in cells}, key=lambda c: (c.startswith("D"), int(c.split("B")[-1])))
+    table = markdown_table(["config (img_resolution / channel_base)", *[f"{c}, images/s" for c in columns]],
+                           [[config, *[f"{cells[c]:.2f}" if c in cells else "—" for c in columns]]
+                            for config, cells in pivot.items()])
+    return (f"{table}\n\nStyleGAN2 at stylegan2-ada-pytorch's configurations (channel_max 512, z = w = 512, 8 "
+            "mapping layers; benchmarks/reference_configs.py), float32. `benchmarks/reference_stylegan2_ada.py` "
+            "times the reference implementation beside these, interleaved on one machine "
+            "(results/reference_stylegan2_ada_cpu.md).")
+
+
 def _fmt_si(value, unit):
     if value is None or value != value:
         return "—"
@@ -309,6 +334,7 @@ def main(argv=None) -> int:
             f"{table}\n\n## Fused single-jit step vs staged pipeline (same run)\n\n{ratio_text}\n\n"
             f"## Speed and quality of the four methods\n\n{_quality_section(rows)}\n\n"
             f"## GAN training steps and lazy R1\n\n{_gan_section(rows)}\n\n"
+            f"## StyleGAN2 at the reference configurations\n\n{_reference_section(rows)}\n\n"
             f"## bf16 vs float32\n\n{_bf16_section(payload['bf16_vs_float32'])}\n\n"
             f"## Scale-out (images/s vs devices)\n\n{_scale_out_section(payload['scale_out'])}\n")
     if any(r.get("flops_not_comparable") for r in rows):

@@ -15,4 +15,10 @@ mirrors the method's Figure 2:
     configs/      one config system with presets smoke / small / paper
 """
 
+from . import xla_settings
+
+# Before any submodule imports JAX's backend: XLA:CPU's convolutions run several times
+# faster without YNNPACK (measured in jaxdeid/xla_settings.py).
+xla_settings.apply()
+
 __version__ = "0.1.0"

@@ -134,6 +134,8 @@ def provenance(preset: str, seed: int, wall_s: float, **extra: Any) -> dict[str,
         "seed": int(seed),
         "device": device_description(),
         "versions": library_versions(),
+        # XLA settings change the last bits of every number (jaxdeid/xla_settings.py).
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "wall_s": round(float(wall_s), 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # The process's own command line: a run with --set overrides says so in its result.
