@@ -259,3 +259,24 @@ def test_blur_equals_the_depthwise_filter():
         want = jax.lax.conv_general_dilated(x, kernel, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=5, precision="highest")
         np.testing.assert_allclose(blur(x, pad), want, rtol=1e-5, atol=1e-6)
+
+
+def test_blur_gradients_equal_autodiff_of_the_filter_to_second_order():
+    """`blur`'s given gradient (the same blur, complementary padding) equals the autodiff of its slices.
+
+    First order (every D step) and second order (the R1 penalty differentiates D's input
+    gradient again), for the paddings D uses and an uneven frame.
+    """
+    from jaxdeid.gan.layers import _blur_padded, blur
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 8, 3))
+    weights = jax.random.normal(jax.random.PRNGKey(2), (2, 9, 8, 3))
+    for pad in ((2, 1), (1, 1), (2, 2), (3, 2)):
+        def first(f, x, pad=pad):
+            return jax.grad(lambda x: jnp.sum(f(x * weights, pad) ** 3))(x)
+
+        def second(f, x):
+            return jax.grad(lambda x: jnp.sum(first(f, x) ** 2))(x)
+
+        np.testing.assert_allclose(first(blur, x), first(_blur_padded, x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(second(blur, x), second(_blur_padded, x), rtol=1e-4, atol=1e-4)

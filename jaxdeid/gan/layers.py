@@ -25,6 +25,7 @@ Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -78,20 +79,45 @@ def avg_pool_2x(x: Array) -> Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+BLUR_TAPS = (0.125, 0.375, 0.375, 0.125)   # [1, 3, 3, 1] / 8 per axis
+
+
+def _blur_padded(x: Array, pad: tuple[int, int]) -> Array:
+    # lax.pad takes negative widths (cropping): the transpose below needs them.
+    zero = jnp.zeros((), x.dtype)
+    x = jax.lax.pad(x, zero, [(0, 0, 0), (pad[0], pad[1], 0), (pad[0], pad[1], 0), (0, 0, 0)])
+    h, w = x.shape[1] - 3, x.shape[2] - 3
+    x = sum(t * x[:, i:i + h] for i, t in enumerate(BLUR_TAPS))
+    return sum(t * x[:, :, i:i + w] for i, t in enumerate(BLUR_TAPS))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def blur(x: Array, pad: tuple[int, int]) -> Array:
     """[1,3,3,1]⊗[1,3,3,1]/64 filter per channel, with explicit (before, after) zero padding on H and W.
 
     Written as two 4-tap weighted sums of shifted slices (the filter is separable and
     symmetric), not as a depthwise convolution: XLA fuses the sums into one elementwise
-    kernel, and they differentiate to any order (the R1 penalty differentiates D twice)
-    without grouped-convolution gradients. Same values as the depthwise convolution
-    (tests/test_gan.py checks it).
+    kernel, where XLA:CPU's depthwise convolution took 9× longer (forward + backward,
+    16×64×64×128). Its gradient is given, not derived: the blur is linear and its filter
+    symmetric, so its transpose is the same blur with the complementary padding
+    (3 - before, 3 - after; negative = crop). XLA's own transpose of the slices (pads
+    summed inside one fusion) ran 3× slower on the CPU; that gradient is itself a blur,
+    so every order of derivative (the R1 penalty differentiates D twice) stays fast.
+    Same values as the depthwise convolution, and the same gradients of first and second
+    order as the autodiff of the slices (tests/test_gan.py).
     """
-    taps = (0.125, 0.375, 0.375, 0.125)
-    x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
-    h, w = x.shape[1] - 3, x.shape[2] - 3
-    x = sum(t * x[:, i:i + h] for i, t in enumerate(taps))
-    return sum(t * x[:, :, i:i + w] for i, t in enumerate(taps))
+    return _blur_padded(x, pad)
+
+
+def _blur_vjp_forward(x: Array, pad: tuple[int, int]):
+    return blur(x, pad), None
+
+
+def _blur_vjp_backward(pad: tuple[int, int], _residual, cotangent: Array):
+    return (blur(cotangent, (3 - pad[0], 3 - pad[1])),)
+
+
+blur.defvjp(_blur_vjp_forward, _blur_vjp_backward)
 
 
 def conv2d(x: Array, kernel: Array, stride: int = 1, padding="SAME") -> Array:
