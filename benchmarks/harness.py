@@ -200,7 +200,8 @@ def bench_rounds(default: int) -> int:
 @functools.lru_cache(maxsize=None)
 def _row_provenance() -> dict[str, Any]:
     # Once per process: `git_commit` runs git and `library_versions` reads package metadata.
-    return {"git_commit": git_commit(), "versions": library_versions()}
+    # XLA_FLAGS: the CPU's convolution algorithm depends on them (jaxdeid/xla_settings.py).
+    return {"git_commit": git_commit(), "versions": library_versions(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def run_benchmark(benchmark, compiled: Callable, args: tuple, *, images: int, info: dict[str, Any],

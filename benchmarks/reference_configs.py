@@ -60,4 +60,4 @@ def discriminator_step(res: int, base: int, batch: int = D_BATCH, seed: int = 0)
     def loss(variables, images):
         return jax.nn.softplus(discriminator.apply(variables, images)).sum()
 
-    return jax.grad(loss, argnums=(0, 1)), (variables, images), param_count(variables)
+    return jax.grad(loss, argnums=(0, 1)), (variables, images), param_count(variables["params"])

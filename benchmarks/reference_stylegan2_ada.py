@@ -1,4 +1,4 @@
-"""Times this project's StyleGAN2 beside NVIDIA's stylegan2-ada-pytorch, interleaved, on one machine.
+"""Times this project's StyleGAN2 beside NVIDIA's stylegan2-ada-pytorch on one CPU, one after another.
 
     python benchmarks/reference_stylegan2_ada.py --reference-python /path/to/venv/bin/python \\
         --reference-path /path/to/stylegan2-ada-pytorch [--min-seconds 10] [--out results]
@@ -120,7 +120,10 @@ def _run_child(implementation: str, res: int, base: int, args) -> list[dict]:
                "--min-seconds", str(args.min_seconds), "--min-calls", str(args.min_calls),
                "--threads", str(args.threads), "--reference-path", args.reference_path or ""]
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)   # each of ours starts from XLA's settings or the package's, nothing else
+    # Each of ours starts from XLA's settings or the package's, nothing else (a user's own
+    # XLA_FLAGS are not passed on), and runs on the CPU, like the reference, even on a GPU host.
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
     if implementation == "ours_xla_default":
         env["JAXDEID_XLA_DEFAULTS"] = "0"
     else:
@@ -148,8 +151,8 @@ def _markdown(rows: list[dict]) -> str:
           cell(r, "reference") + (f" ({r['reference']['variant']})" if "variant" in r["reference"] else ""),
           cell(r, "ours_xla_default"), cell(r, "ours"), f"**{r['ours_vs_reference']:.2f}×**",
           f"{r['after_vs_before']:.2f}×"] for r in rows])
-    return (f"{table}\n\nimages/s, float32, every implementation on the same threads, timed one after another per "
-            "row (benchmarks/reference_stylegan2_ada.py). `ours, XLA default`: this project with XLA's own CPU "
+    return (f"{table}\n\nimages/s, float32, on the same CPU cores; per configuration the three ran one after "
+            "another, each in a fresh process (benchmarks/reference_stylegan2_ada.py). `ours, XLA default`: this project with XLA's own CPU "
             "settings; `ours`: with jaxdeid/xla_settings.py (YNNPACK off). Synthesis from given w with fixed noise; "
             "for the reference the faster of its fused and unfused modulated convolution (named). D: forward + "
             "backward of Σ softplus(D(x)) at batch 16, gradients for the parameters and the images.\n")
@@ -161,7 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-path", help="a checkout of stylegan2-ada-pytorch")
     parser.add_argument("--min-seconds", type=float, default=10.0, help="timed seconds per case, at least")
     parser.add_argument("--min-calls", type=int, default=3, help="timed calls per case, at least")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (XLA uses every core)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch threads; XLA uses every core this process may run on (the default)")
     parser.add_argument("--configs", default=None, help="e.g. 32/8192,64/8192 (default: all)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
@@ -175,6 +179,7 @@ def main(argv=None) -> int:
     if not (args.reference_python and args.reference_path):
         parser.error("--reference-python and --reference-path are required")
 
+    os.environ["JAX_PLATFORMS"] = "cpu"   # the provenance names the CPU that both ran on
     from reference_configs import CONFIGS, config_name
 
     from jaxdeid.results import device_description, provenance, write_json, write_markdown

@@ -214,7 +214,7 @@ def _reference_section(rows: list[dict]) -> str:
                             for config, cells in pivot.items()])
     return (f"{table}\n\nStyleGAN2 at stylegan2-ada-pytorch's configurations (channel_max 512, z = w = 512, 8 "
             "mapping layers; benchmarks/reference_configs.py), float32. `benchmarks/reference_stylegan2_ada.py` "
-            "times the reference implementation beside these, interleaved on one machine "
+            "times the reference implementation beside these, one after another on the same CPU "
             "(results/reference_stylegan2_ada_cpu.md).")
 
 

@@ -104,13 +104,14 @@ def blur(x: Array, pad: tuple[int, int]) -> Array:
     summed inside one fusion) ran 3× slower on the CPU; that gradient is itself a blur,
     so every order of derivative (the R1 penalty differentiates D twice) stays fast.
     Same values as the depthwise convolution, and the same gradients of first and second
-    order as the autodiff of the slices (tests/test_gan.py).
+    order as the autodiff of the slices (tests/test_gan.py). Being a custom VJP, it has no
+    forward-mode derivative (``jax.jvp``, ``jacfwd``); nothing here differentiates D forwards.
     """
     return _blur_padded(x, pad)
 
 
 def _blur_vjp_forward(x: Array, pad: tuple[int, int]):
-    return blur(x, pad), None
+    return _blur_padded(x, pad), None
 
 
 def _blur_vjp_backward(pad: tuple[int, int], _residual, cotangent: Array):
