@@ -4,12 +4,13 @@ One setting, for the CPU. XLA:CPU (jaxlib 0.10 and later) hands convolutions, an
 elementwise work it fuses around them, to its YNNPACK library path by default
 (``--xla_cpu_experimental_ynn_fusion_type``). For this package's networks that path
 is slow, above all for the gradients of convolutions. On the project's 2-core CPU
-(jaxlib 0.10.2, float32; ``results/reference_stylegan2_ada_cpu.md`` has every configuration) turning it off took:
+(jaxlib 0.10.2, float32; ``results/reference_stylegan2_ada_cpu.md`` has every configuration)
+turning it off took:
 
-* StyleGAN2's discriminator forward + backward (64 / 8192, batch 16): 2.47 → 6.88 images/s;
-  the profile put 80 % of the step in YNNPACK fusions of the weight and input gradients
+* StyleGAN2's discriminator forward + backward (64 / 8192, batch 16): 3.13 → 6.73 images/s;
+  the profile had put 80 % of the step in YNNPACK fusions of the weight and input gradients
   (the b64 ``conv0`` weight gradient alone: 1.50 s of 6.6 s, 8× its forward);
-* StyleGAN2 synthesis from given w (64 / 8192): batch 1 5.1 → 11.1, batch 16 9.9 → 13.4 images/s.
+* StyleGAN2 synthesis from given w (64 / 8192): batch 1 5.00 → 11.22, batch 64 8.54 → 12.50 images/s.
 
 With the setting off, XLA uses its own Eigen convolutions and emitted fusions. Matrix
 products (``individual_dot``) measured the same either way, so the setting leaves

@@ -159,7 +159,8 @@ def write_summary(results: Path, preset: str, status: dict, wall_s: float) -> Pa
         "",
         _section_light(results), _section_table1(results), _section_detection(results),
         _section_generators(results), _section_fig6(results), _section_fig5(results), _section_table3(results),
-        "## Benchmarks\n\nSee `results/benchmarks.md` (CPU) and the GPU files `results/benchmarks_*.md`.\n",
+        "## Benchmarks\n\nSee `results/benchmarks.md` (CPU) and the GPU files `results/benchmarks_*.md`; StyleGAN2 "
+        "beside stylegan2-ada-pytorch on the CPU: `results/reference_stylegan2_ada_cpu.md`.\n",
         "## This run\n\n" + markdown_table(["script", "status", "wall s"], status_rows),
     ])
     prov = provenance(preset, 0, wall_s + time.perf_counter() - t0)
