@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdeid.gan.stylegan2 import Discriminator, Generator
+from jaxdeid.reproduce.generators import count_params
 
 # (img_resolution, channel_base); channel_max 512, z = w = 512, 8 mapping layers throughout.
 CONFIGS = ((32, 8192), (64, 8192), (64, 16384), (128, 16384))
@@ -26,14 +27,12 @@ D_BATCH = 16
 CHANNEL_MAX = 512
 LATENT = 512
 MAPPING_LAYERS = 8
+# Every (what, batch) timed per configuration, in order.
+MEASUREMENTS = tuple(("synthesis", b) for b in SYNTHESIS_BATCHES) + (("d_step", D_BATCH),)
 
 
 def config_name(res: int, base: int) -> str:
     return f"{res}/{base}"
-
-
-def param_count(tree) -> int:
-    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def synthesis(res: int, base: int, batch: int, seed: int = 0):
@@ -47,7 +46,7 @@ def synthesis(res: int, base: int, batch: int, seed: int = 0):
     def fn(variables, ws):
         return generator.apply(variables, ws, "const", method=Generator.synthesize_raw)
 
-    return fn, (variables, ws), param_count(variables["params"])
+    return fn, (variables, ws), count_params(variables["params"])
 
 
 def discriminator_step(res: int, base: int, batch: int = D_BATCH, seed: int = 0):
@@ -60,4 +59,4 @@ def discriminator_step(res: int, base: int, batch: int = D_BATCH, seed: int = 0)
     def loss(variables, images):
         return jax.nn.softplus(discriminator.apply(variables, images)).sum()
 
-    return jax.grad(loss, argnums=(0, 1)), (variables, images), param_count(variables["params"])
+    return jax.grad(loss, argnums=(0, 1)), (variables, images), count_params(variables["params"])

@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-MEASUREMENTS = (("synthesis", 1), ("synthesis", 16), ("synthesis", 64), ("d_step", 16))
 IMPLEMENTATIONS = ("reference", "ours_xla_default", "ours")
 
 
@@ -51,7 +50,7 @@ def _time_calls(call, min_seconds: float, min_calls: int) -> tuple[float, int]:
             return elapsed / calls, calls
 
 
-def _child_reference(args) -> list[dict]:
+def _child_reference(args, spec: dict) -> list[dict]:
     import torch
 
     sys.path.insert(0, args.reference_path)   # the reference checkout, as its own scripts expect
@@ -59,11 +58,12 @@ def _child_reference(args) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    res, base = args.res, args.base
+    res, base, channel_max, latent = args.res, args.base, spec["channel_max"], spec["latent"]
     results = []
-    for what, batch in MEASUREMENTS:
+    for what, batch in spec["measurements"]:
         if what == "d_step":
-            net = Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=base, channel_max=512)
+            net = Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=base,
+                                channel_max=channel_max)
             images = torch.rand(batch, 3, res, res, requires_grad=True)
 
             def step():
@@ -73,10 +73,10 @@ def _child_reference(args) -> list[dict]:
 
             variants = {"": _time_calls(step, args.min_seconds, args.min_calls)}
         else:
-            net = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
-                            mapping_kwargs=dict(num_layers=8),
-                            synthesis_kwargs=dict(channel_base=base, channel_max=512))
-            ws = torch.randn(batch, net.num_ws, 512)
+            net = Generator(z_dim=latent, c_dim=0, w_dim=latent, img_resolution=res, img_channels=3,
+                            mapping_kwargs=dict(num_layers=spec["mapping_layers"]),
+                            synthesis_kwargs=dict(channel_base=base, channel_max=channel_max))
+            ws = torch.randn(batch, net.num_ws, latent)
             variants = {}
             for fused in (True, False):
                 def step(fused=fused):
@@ -94,12 +94,12 @@ def _child_reference(args) -> list[dict]:
     return results
 
 
-def _child_ours(args) -> list[dict]:
+def _child_ours(args, spec: dict) -> list[dict]:
     import jax
     from reference_configs import discriminator_step, synthesis
 
     results = []
-    for what, batch in MEASUREMENTS:
+    for what, batch in spec["measurements"]:
         build = discriminator_step if what == "d_step" else synthesis
         fn, inputs, params = build(args.res, args.base, batch)
         t0 = time.perf_counter()
@@ -113,10 +113,14 @@ def _child_ours(args) -> list[dict]:
     return results
 
 
-def _run_child(implementation: str, res: int, base: int, args) -> list[dict]:
-    """Every measurement of one configuration, in a fresh process of `implementation`."""
+def _run_child(implementation: str, res: int, base: int, spec: dict, args) -> list[dict]:
+    """Every measurement of `spec` at one configuration, in a fresh process of `implementation`.
+
+    `spec` (the measurements and the network knobs of reference_configs.py) travels on the
+    command line: the reference's Python need not have jax or this project to import them.
+    """
     command = [sys.executable if implementation != "reference" else args.reference_python, str(Path(__file__)),
-               "--child", implementation, "--res", str(res), "--base", str(base),
+               "--child", implementation, "--spec", json.dumps(spec), "--res", str(res), "--base", str(base),
                "--min-seconds", str(args.min_seconds), "--min-calls", str(args.min_calls),
                "--threads", str(args.threads), "--reference-path", args.reference_path or ""]
     env = dict(os.environ)
@@ -169,27 +173,31 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default=None, help="e.g. 32/8192,64/8192 (default: all)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--res", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        result = _child_reference(args) if args.child == "reference" else _child_ours(args)
+        spec = json.loads(args.spec)
+        result = _child_reference(args, spec) if args.child == "reference" else _child_ours(args, spec)
         print(json.dumps(result))
         return 0
     if not (args.reference_python and args.reference_path):
         parser.error("--reference-python and --reference-path are required")
 
     os.environ["JAX_PLATFORMS"] = "cpu"   # the provenance names the CPU that both ran on
-    from reference_configs import CONFIGS, config_name
+    from reference_configs import CHANNEL_MAX, CONFIGS, LATENT, MAPPING_LAYERS, MEASUREMENTS, config_name
 
     from jaxdeid.results import device_description, provenance, write_json, write_markdown
 
     configs = [tuple(map(int, c.split("/"))) for c in args.configs.split(",")] if args.configs else CONFIGS
+    spec = {"measurements": MEASUREMENTS, "channel_max": CHANNEL_MAX, "latent": LATENT,
+            "mapping_layers": MAPPING_LAYERS}
     t0 = time.perf_counter()
     rows = []
     for res, base in configs:
         # One process per implementation and configuration, the three one after another.
-        measured = {impl: _run_child(impl, res, base, args) for impl in IMPLEMENTATIONS}
+        measured = {impl: _run_child(impl, res, base, spec, args) for impl in IMPLEMENTATIONS}
         for index, (what, batch) in enumerate(MEASUREMENTS):
             row = {"config": config_name(res, base), "measurement": f"{what.replace('_', ' ')} B{batch}",
                    "what": what, "batch": batch, **{impl: measured[impl][index] for impl in IMPLEMENTATIONS}}

@@ -7,7 +7,7 @@ reference implementation's figures. ``benchmarks/reference_stylegan2_ada.py`` ti
 both implementations one after another on one machine.
 
 Opt-in (``JAXDEID_BENCH_REFERENCE=1``): the 16 rows take minutes on a CPU (128/16384 at
-batch 64 is ~5 s a call), and CI's reduced benchmark run does not need them.
+batch 64 is ~21 s a call on 2 cores), and CI's reduced benchmark run does not need them.
 """
 
 import os
@@ -18,7 +18,7 @@ from harness import compile_and_analyse, run_benchmark
 from reference_configs import CONFIGS, SYNTHESIS_BATCHES, config_name, discriminator_step, synthesis
 
 # A generous number of rounds is not needed to compare with another implementation at
-# several images per second; the largest (128/16384, batch 64) takes ~10 s a call on 2 cores.
+# several images per second.
 ROUNDS = 3
 
 pytestmark = pytest.mark.skipif(os.environ.get("JAXDEID_BENCH_REFERENCE", "") in ("", "0"),
