@@ -9,12 +9,20 @@ network's ``lr_multiplier = 0.01`` slows it a hundredfold (StyleGAN, §2).
 Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
 (`upfirdn2d`). Here:
 
+* ``upsample_conv2d`` is StyleGAN2's up-sampling 3×3 convolution in NVIDIA's order: a
+  stride-2 transposed convolution at the input resolution, then the [1, 3, 3, 1]
+  filter with gain 4. It is computed in polyphase form (four small stride-1
+  convolutions, interleaved), which does the transposed convolution's multiply-adds
+  and no more: a quarter of convolving at the output resolution.
+  ``upsample_conv2d_reference`` is the same operator written directly (zero insertion
+  by ``lhs_dilation``), the independent form the tests compare against.
+* ``upsample_fir_2x`` is NVIDIA's ``upsample2d``: zero insertion, then the filter with
+  gain 4 (StyleGAN2's skip images).
 * ``upsample_2x`` is ``jax.image.resize(..., "bilinear")``: for an exact factor 2
   with half-pixel centres, bilinear interpolation *is* zero-insertion followed by
   the [1, 3, 3, 1] / 4 filter (gain 4), except that the border is renormalised
-  instead of zero-padded. We apply it before the 3×3 convolution, NVIDIA applies
-  its filter after a transposed convolution; both are linear and shift-invariant,
-  so they commute and the two differ only at the border.
+  instead of zero-padded. StyleGAN1 applies it before its 3×3 convolution; both
+  are linear and shift-invariant, so the order differs from NVIDIA's only at the border.
 * ``blur`` is the [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 filter itself (per channel), used by
   the discriminator exactly as NVIDIA does (blur with padding, then a stride-2
   convolution).
@@ -125,6 +133,65 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding="SAME") -> Array:
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(stride, stride), padding=padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_valid(x: Array, kernel: Array) -> Array:
+    # Padding is done by the caller, outside the convolution: XLA:CPU computed the weight
+    # gradient of a 2×2 or 1×1 kernel with its own (asymmetric) padding up to 50× slower.
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def zero_insert_2x(x: Array) -> Array:
+    """NHWC [B, H, W, C] → [B, 2H, 2W, C] with x at the even positions and zeros between (upfirdn2d's up=2)."""
+    b, h, w, c = x.shape
+    zero = jnp.zeros_like(x)
+    x = jnp.stack([jnp.stack([x, zero], 3), jnp.stack([zero, zero], 3)], 2)   # [B, H, 2, W, 2, C]
+    return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def upsample_fir_2x(x: Array) -> Array:
+    """NHWC ×2 as NVIDIA's ``upsample2d``: zero insertion, then the [1,3,3,1] filter with gain 4."""
+    return blur(zero_insert_2x(x), (2, 1)) * 4.0
+
+
+def upsample_conv2d(x: Array, kernel: Array) -> Array:
+    """×2 up-sampling 3×3 convolution: [B, H, W, Cin] → [B, 2H, 2W, Cout], in polyphase form.
+
+    The operator is NVIDIA's ``conv2d_resample(up=2)``: a stride-2 transposed convolution
+    (output 2H+1), then the [1,3,3,1] filter with gain 4 and padding 1 (output 2H). The
+    kernel is applied as a correlation, like every other convolution here (NVIDIA's up
+    layer applies it flipped: a reparametrisation, weights converted from there would be
+    flipped). The transposed convolution's output row 2m takes kernel rows 0 and 2 over
+    input rows m-1 and m, and row 2m+1 takes kernel row 1 over input row m; likewise for
+    columns. So it is four stride-1 convolutions of the input with the 2×2, 2×1, 1×2 and
+    1×1 sub-kernels, interleaved: 9 multiply-adds per input pixel and channel pair,
+    instead of 36 for a 3×3 convolution at the output resolution. Each phase comes out
+    (H+1)×(W+1); the odd phases' last row/column is zero, which is the transposed
+    convolution's zero beyond row 2H, so the filter then pads by (1, 0).
+    Equal to ``upsample_conv2d_reference`` (tests/test_gan.py).
+    """
+    if kernel.shape[:2] != (3, 3):
+        raise ValueError(f"upsample_conv2d takes a 3×3 kernel, got {kernel.shape[:2]}")
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    even_even = _conv_valid(xp, kernel[::2, ::2])
+    even_odd = _conv_valid(xp[:, :, 1:], kernel[::2, 1:2])
+    odd_even = _conv_valid(xp[:, 1:], kernel[1:2, ::2])
+    odd_odd = xp[:, 1:, 1:] @ kernel[1, 1]
+    y = jnp.stack([jnp.stack([even_even, even_odd], 3), jnp.stack([odd_even, odd_odd], 3)], 2)
+    y = y.reshape(b, 2 * h + 2, 2 * w + 2, kernel.shape[-1])                 # [B, H+1, 2, W+1, 2, C] interleaved
+    return blur(y, (1, 0)) * 4.0
+
+
+def upsample_conv2d_reference(x: Array, kernel: Array) -> Array:
+    """The same operator written directly: zero insertion (``lhs_dilation``), full correlation, filter.
+
+    Slow to differentiate on XLA:CPU; the reference the polyphase form is checked against.
+    """
+    k = kernel.shape[0]
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((k - 1, k - 1), (k - 1, k - 1)), lhs_dilation=(2, 2),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))       # [B, 2H+1, 2W+1, C]
+    return blur(y, (1, 1)) * 4.0
 
 
 class EqualDense(nn.Module):

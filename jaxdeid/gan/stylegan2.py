@@ -9,8 +9,10 @@ Knobs carry the names and meanings of NVIDIA's stylegan2-ada-pytorch ``Generator
 throughput comparison can use an identical configuration.
 
 Simplifications, all stated:
-* Upsampling in G is ``jax.image.resize(bilinear)`` before the 3×3 convolution,
-  which equals NVIDIA's [1,3,3,1] FIR filter except at the border (see layers.py).
+* Upsampling in G is NVIDIA's operator (transposed 3×3 convolution, then the
+  [1,3,3,1] filter; zero insertion and the filter for the skip images), computed in
+  polyphase form (see layers.py). The up layer's kernel is applied as a correlation,
+  NVIDIA's as a convolution: the same function class, with the kernel flipped.
 * No ``conv_clamp`` (only needed for mixed precision) and no fp16 layers.
 * Modulation is implemented in the "non-fused" form (scale the input channels by
   the style, shared convolution, scale the output channels by the demodulation
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import (NOISE_MODES, EqualConv, EqualDense, channels_at, conv2d, lrelu, minibatch_stddev,
-                     normalize_2nd_moment, upsample_2x)
+                     normalize_2nd_moment, upsample_conv2d, upsample_conv2d_reference, upsample_fir_2x)
 
 Array = jax.Array
 
@@ -93,12 +95,10 @@ def modulated_conv2d(x: Array, weight: Array, styles: Array, demodulate: bool = 
       weight: [k, k, Cin, Cout] shared convolution weight.
       styles: [B, Cin] per-sample scales s_i.
       demodulate: divide each output channel by sqrt(Σ_{i,k} (s_i w_ijk)² + 1e-8) (eq. 3).
-      up: bilinear ×2 upsampling before the convolution.
+      up: ×2 up-sampling convolution (``layers.upsample_conv2d``) instead of a plain one.
     """
     x = x * styles[:, None, None, :].astype(x.dtype)
-    if up:
-        x = upsample_2x(x)
-    y = conv2d(x, weight)
+    y = upsample_conv2d(x, weight) if up else conv2d(x, weight)
     if demodulate:
         # Σ_{k,i} (s_i w_ijk)² = Σ_i s_i² Σ_k w_ijk²
         dcoefs = jax.lax.rsqrt(jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(0, 1)) + 1e-8)
@@ -112,9 +112,8 @@ def modulated_conv2d_reference(x: Array, weight: Array, styles: Array, demodulat
     w = weight[None] * styles[:, None, None, :, None]                    # [B, k, k, Cin, Cout]
     if demodulate:
         w = w * jax.lax.rsqrt(jnp.sum(jnp.square(w), axis=(1, 2, 3), keepdims=True) + 1e-8)
-    if up:
-        x = upsample_2x(x)
-    return jax.vmap(lambda xi, wi: conv2d(xi[None], wi)[0])(x, w)
+    conv = upsample_conv2d_reference if up else conv2d
+    return jax.vmap(lambda xi, wi: conv(xi[None], wi)[0])(x, w)
 
 
 class SynthesisLayer(nn.Module):
@@ -122,7 +121,7 @@ class SynthesisLayer(nn.Module):
 
     features: int                  # output channels
     resolution: int                # output resolution (sizes the constant noise buffer)
-    up: bool = False               # upsample ×2 first
+    up: bool = False               # ×2 up-sampling convolution
 
     @nn.compact
     def __call__(self, x: Array, w: Array, noise_mode: str = "random") -> Array:
@@ -184,7 +183,7 @@ class SynthesisBlock(nn.Module):
             x = SynthesisLayer(self.features, self.resolution, up=True, name="conv0")(x, ws[:, 0], noise_mode)
             x = SynthesisLayer(self.features, self.resolution, name="conv1")(x, ws[:, 1], noise_mode)
         y = ToRGB(name="torgb")(x, ws[:, self.num_conv])
-        img = y if img is None else upsample_2x(img) + y
+        img = y if img is None else upsample_fir_2x(img) + y
         return x, img
 
 
