@@ -17,8 +17,9 @@ def section(preset: str) -> ml_collections.ConfigDict:
     c.num_layers = {"smoke": 2, "small": 8, "paper": 8}[preset]   # mapping network depth
     c.channel_base = {"smoke": 1024, "small": 8192, "paper": 32768}[preset]
     # small = the paper preset's widths x 0.25 (channel_base / 4, channel_max / 4): 128 channels at every
-    # resolution up to 64 px: 1.3 TFLOP per StyleGAN2 training step at batch 32 (XLA cost analysis of
-    # the lowered step; 2.6 TFLOP with channel_max 256). A GPU job, not a CPU one, even so.
+    # resolution up to 64 px: 1.17 TFLOP per StyleGAN2 training step (with R1) at batch 32 (XLA cost
+    # analysis of the lowered step; 1.32 before G's up-sampling convolution ran at the input resolution;
+    # about twice that with channel_max 256). A GPU job, not a CPU one, even so.
     c.channel_max = {"smoke": 64, "small": 128, "paper": 512}[preset]
     c.img_resolution = {"smoke": 32, "small": 64, "paper": 128}[preset]
     c.r1_gamma = {"smoke": 1.0, "small": 1.0, "paper": 10.0}[preset]

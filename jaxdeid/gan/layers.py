@@ -12,8 +12,9 @@ Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
 * ``upsample_conv2d`` is StyleGAN2's up-sampling 3×3 convolution in NVIDIA's order: a
   stride-2 transposed convolution at the input resolution, then the [1, 3, 3, 1]
   filter with gain 4. It is computed in polyphase form (four small stride-1
-  convolutions, interleaved), which does the transposed convolution's multiply-adds
-  and no more: a quarter of convolving at the output resolution.
+  convolutions, interleaved), which does about the transposed convolution's
+  multiply-adds (each phase over (H+1)×(W+1) instead of H×W): about a quarter of
+  convolving at the output resolution.
   ``upsample_conv2d_reference`` is the same operator written directly (zero insertion
   by ``lhs_dilation``), the independent form the tests compare against.
 * ``upsample_fir_2x`` is NVIDIA's ``upsample2d``: zero insertion, then the filter with
@@ -21,11 +22,12 @@ Resampling. NVIDIA's code resamples with the separable FIR filter [1, 3, 3, 1]
 * ``upsample_2x`` is ``jax.image.resize(..., "bilinear")``: for an exact factor 2
   with half-pixel centres, bilinear interpolation *is* zero-insertion followed by
   the [1, 3, 3, 1] / 4 filter (gain 4), except that the border is renormalised
-  instead of zero-padded. StyleGAN1 applies it before its 3×3 convolution; both
-  are linear and shift-invariant, so the order differs from NVIDIA's only at the border.
+  instead of zero-padded. StyleGAN1 applies it before its 3×3 convolution, where its
+  reference convolves and then filters; both are linear and shift-invariant, so for one
+  layer the two orders differ only at the border.
 * ``blur`` is the [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 filter itself (per channel), used by
   the discriminator exactly as NVIDIA does (blur with padding, then a stride-2
-  convolution).
+  convolution), and by StyleGAN2's up-sampling above.
 * ``downsample_2x`` (blur + decimation) is ``jax.image.resize`` with
   ``antialias=True``: for a factor 1/2 its triangle kernel has the weights
   [1, 3, 3, 1] / 8 per axis, i.e. the same filter.
@@ -113,7 +115,8 @@ def blur(x: Array, pad: tuple[int, int]) -> Array:
     so every order of derivative (the R1 penalty differentiates D twice) stays fast.
     Same values as the depthwise convolution, and the same gradients of first and second
     order as the autodiff of the slices (tests/test_gan.py). Being a custom VJP, it has no
-    forward-mode derivative (``jax.jvp``, ``jacfwd``); nothing here differentiates D forwards.
+    forward-mode derivative (``jax.jvp``, ``jacfwd``); nothing here differentiates D, or
+    StyleGAN2's G, forwards.
     """
     return _blur_padded(x, pad)
 
@@ -164,8 +167,8 @@ def upsample_conv2d(x: Array, kernel: Array) -> Array:
     flipped). The transposed convolution's output row 2m takes kernel rows 0 and 2 over
     input rows m-1 and m, and row 2m+1 takes kernel row 1 over input row m; likewise for
     columns. So it is four stride-1 convolutions of the input with the 2×2, 2×1, 1×2 and
-    1×1 sub-kernels, interleaved: 9 multiply-adds per input pixel and channel pair,
-    instead of 36 for a 3×3 convolution at the output resolution. Each phase comes out
+    1×1 sub-kernels, interleaved: about 9 multiply-adds per input pixel and channel pair
+    (9·(H+1)·(W+1) in all), instead of 36 for a 3×3 convolution at the output resolution. Each phase comes out
     (H+1)×(W+1); the odd phases' last row/column is zero, which is the transposed
     convolution's zero beyond row 2H, so the filter then pads by (1, 0).
     Equal to ``upsample_conv2d_reference`` (tests/test_gan.py).
@@ -189,6 +192,8 @@ def upsample_conv2d_reference(x: Array, kernel: Array) -> Array:
     Slow to differentiate on XLA:CPU; the reference the polyphase form is checked against.
     """
     k = kernel.shape[0]
+    if kernel.shape[:2] != (3, 3):      # the filter's padding (1, 1) below is the 3×3 case's
+        raise ValueError(f"upsample_conv2d_reference takes a 3×3 kernel, got {kernel.shape[:2]}")
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((k - 1, k - 1), (k - 1, k - 1)), lhs_dilation=(2, 2),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))       # [B, 2H+1, 2W+1, C]
     return blur(y, (1, 1)) * 4.0
