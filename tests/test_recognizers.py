@@ -150,3 +150,39 @@ def test_load_trained_without_checkpoint_says_what_to_run(tmp_path):
     config.workdir = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="jaxdeid train recognizer --arch resnet50"):
         load_trained(config, "resnet50")
+
+
+def test_depthwise_convolution_equals_the_grouped_convolution():
+    """MobileNetV3's depthwise layer (weighted strided slices) equals XLA's grouped convolution,
+    in values and in gradients, for the kernel sizes and strides of its block table, and keeps
+    nn.Conv's parameter (name, shape, initialiser scale)."""
+    import flax.linen as nn
+
+    from jaxdeid.recognizers.layers import DepthwiseConv, depthwise_conv2d
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 6))
+    weights = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 8, 6))
+    for k in (3, 5):
+        kernel = jax.random.normal(jax.random.PRNGKey(k), (k, k, 1, 6))
+        for stride in (1, 2):
+            def grouped(x, kernel, k=k, stride=stride):
+                return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(k // 2, k // 2)] * 2,
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                                    feature_group_count=6, precision="highest")
+
+            def loss(conv, x, kernel, stride=stride):
+                y = conv(x, kernel, stride) if conv is depthwise_conv2d else conv(x, kernel)
+                return jnp.sum(jnp.tanh(y) * weights[:, :y.shape[1], :y.shape[2]])
+
+            np.testing.assert_allclose(depthwise_conv2d(x, kernel, stride), grouped(x, kernel), rtol=1e-5, atol=1e-5)
+            for fast, want in zip(jax.grad(loss, argnums=(1, 2))(depthwise_conv2d, x, kernel),
+                                  jax.grad(loss, argnums=(1, 2))(grouped, x, kernel)):
+                np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-4)
+
+    ours = DepthwiseConv(5, 2).init(jax.random.PRNGKey(2), x)["params"]
+    flax_conv = nn.Conv(6, (5, 5), (2, 2), padding=[(2, 2)] * 2, feature_group_count=6,
+                        use_bias=False).init(jax.random.PRNGKey(2), x)["params"]
+    assert jax.tree_util.tree_map(jnp.shape, ours) == jax.tree_util.tree_map(jnp.shape, flax_conv)
+    np.testing.assert_allclose(ours["kernel"], flax_conv["kernel"])            # same initialiser, same key
+    assert DepthwiseConv(3).apply({"params": {"kernel": jnp.ones((3, 3, 1, 6))}},
+                                  x.astype(jnp.bfloat16)).dtype == jnp.float32  # computes in its dtype

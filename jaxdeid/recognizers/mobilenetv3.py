@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import SqueezeExcite, batch_norm, hard_sigmoid, hard_swish, scaled
+from .layers import DepthwiseConv, SqueezeExcite, batch_norm, hard_sigmoid, hard_swish, scaled
 
 # (kernel, expanded channels, out channels, squeeze-excite, activation, stride): paper Table 1.
 MOBILENETV3_LARGE = (
@@ -66,10 +66,7 @@ class InvertedResidual(nn.Module):
         if self.expanded != x.shape[-1]:
             y = nn.Conv(self.expanded, (1, 1), use_bias=False, dtype=self.dtype, name="expand_conv")(y)
             y = act(batch_norm(train, "expand_bn")(y))
-        pad = self.kernel // 2
-        y = nn.Conv(self.expanded, (self.kernel, self.kernel), (self.strides, self.strides),
-                    padding=[(pad, pad)] * 2, feature_group_count=self.expanded, use_bias=False,
-                    dtype=self.dtype, name="depthwise_conv")(y)
+        y = DepthwiseConv(self.kernel, self.strides, dtype=self.dtype, name="depthwise_conv")(y)
         y = act(batch_norm(train, "depthwise_bn")(y))
         if self.use_se:
             y = SqueezeExcite(scaled(self.expanded // 4, 1.0, divisor=8, minimum=8), gate=hard_sigmoid, name="se")(y)
