@@ -180,9 +180,13 @@ def test_depthwise_convolution_equals_the_grouped_convolution():
                 np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-4)
 
     ours = DepthwiseConv(5, 2).init(jax.random.PRNGKey(2), x)["params"]
-    flax_conv = nn.Conv(6, (5, 5), (2, 2), padding=[(2, 2)] * 2, feature_group_count=6,
-                        use_bias=False).init(jax.random.PRNGKey(2), x)["params"]
+    conv = nn.Conv(6, (5, 5), (2, 2), padding=[(2, 2)] * 2, feature_group_count=6, use_bias=False)
+    flax_conv = conv.init(jax.random.PRNGKey(2), x)["params"]
     assert jax.tree_util.tree_map(jnp.shape, ours) == jax.tree_util.tree_map(jnp.shape, flax_conv)
     np.testing.assert_allclose(ours["kernel"], flax_conv["kernel"])            # same initialiser, same key
+    np.testing.assert_allclose(DepthwiseConv(5, 2).apply({"params": ours}, x),
+                               conv.apply({"params": flax_conv}, x), rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda x, k: jnp.sum(depthwise_conv2d(x, k, 2)), argnums=(0, 1))(x, kernel.astype(jnp.bfloat16))
+    assert (grads[0].dtype, grads[1].dtype) == (jnp.float32, jnp.bfloat16)     # each gradient in its primal's dtype
     assert DepthwiseConv(3).apply({"params": {"kernel": jnp.ones((3, 3, 1, 6))}},
                                   x.astype(jnp.bfloat16)).dtype == jnp.float32  # computes in its dtype

@@ -135,24 +135,33 @@ def _depthwise_vjp_backward(stride, residuals, cotangent):
                                              (-pad, w + pad - grad_padded.shape[2], 0), (0, 0, 0)])
     windows = _strided_windows(_pad_hw(x, pad), k, stride, cotangent.shape[1], cotangent.shape[2])
     grad_kernel = jnp.stack([jnp.sum(window * cotangent, axis=(0, 1, 2)) for _, _, window in windows])
-    return grad_x, grad_kernel.reshape(kernel.shape)
+    return grad_x.astype(x.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv2d.defvjp(_depthwise_vjp_forward, _depthwise_vjp_backward)
 
 
 class DepthwiseConv(nn.Module):
-    """``depthwise_conv2d`` as a layer, with ``nn.Conv``'s parameter (``kernel`` [k, k, 1, C],
+    """A depthwise convolution layer with ``nn.Conv``'s parameter (``kernel`` [k, k, 1, C],
     LeCun-normal) and dtype handling, so parameters and checkpoints are those of
-    ``nn.Conv(C, (k, k), feature_group_count=C, use_bias=False)``."""
+    ``nn.Conv(C, (k, k), feature_group_count=C, use_bias=False)``.
+
+    On the CPU it is ``depthwise_conv2d``; elsewhere XLA's grouped convolution, which the
+    GPUs' convolution libraries run with their own depthwise kernels (the slice form was
+    measured on the CPU only)."""
 
     kernel_size: int                  # k
     strides: int = 1                  # spatial stride
     dtype: Any = jnp.float32          # computation dtype
+    param_dtype: Any = jnp.float32    # parameter dtype
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (self.kernel_size, self.kernel_size, 1, x.shape[-1]))
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]), self.param_dtype)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return depthwise_conv2d(x, kernel, self.strides)
+        if jax.default_backend() == "cpu":
+            return depthwise_conv2d(x, kernel, self.strides)
+        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), [(k // 2, k // 2)] * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=x.shape[-1])
