@@ -138,18 +138,17 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding="SAME") -> Array:
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _conv_valid(x: Array, kernel: Array) -> Array:
-    # Padding is done by the caller, outside the convolution: XLA:CPU computed the weight
-    # gradient of a 2×2 or 1×1 kernel with its own (asymmetric) padding up to 50× slower.
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _interleave_2x(even_even: Array, even_odd: Array, odd_even: Array, odd_odd: Array) -> Array:
+    """Four NHWC [B, H, W, C] phases → [B, 2H, 2W, C], phase (a, b) at rows 2m+a, columns 2n+b."""
+    b, h, w, c = even_even.shape
+    y = jnp.stack([jnp.stack([even_even, even_odd], 3), jnp.stack([odd_even, odd_odd], 3)], 2)   # [B, H, 2, W, 2, C]
+    return y.reshape(b, 2 * h, 2 * w, c)
 
 
 def zero_insert_2x(x: Array) -> Array:
     """NHWC [B, H, W, C] → [B, 2H, 2W, C] with x at the even positions and zeros between (upfirdn2d's up=2)."""
-    b, h, w, c = x.shape
     zero = jnp.zeros_like(x)
-    x = jnp.stack([jnp.stack([x, zero], 3), jnp.stack([zero, zero], 3)], 2)   # [B, H, 2, W, 2, C]
-    return x.reshape(b, 2 * h, 2 * w, c)
+    return _interleave_2x(x, zero, zero, zero)
 
 
 def upsample_fir_2x(x: Array) -> Array:
@@ -168,21 +167,20 @@ def upsample_conv2d(x: Array, kernel: Array) -> Array:
     input rows m-1 and m, and row 2m+1 takes kernel row 1 over input row m; likewise for
     columns. So it is four stride-1 convolutions of the input with the 2×2, 2×1, 1×2 and
     1×1 sub-kernels, interleaved: about 9 multiply-adds per input pixel and channel pair
-    (9·(H+1)·(W+1) in all), instead of 36 for a 3×3 convolution at the output resolution. Each phase comes out
-    (H+1)×(W+1); the odd phases' last row/column is zero, which is the transposed
-    convolution's zero beyond row 2H, so the filter then pads by (1, 0).
+    (9·(H+1)·(W+1) in all), instead of 36 for a 3×3 convolution at the output resolution.
+    Each phase comes out (H+1)×(W+1); the odd phases' last row/column is zero, which is the
+    transposed convolution's zero beyond row 2H, so the filter then pads by (1, 0).
     Equal to ``upsample_conv2d_reference`` (tests/test_gan.py).
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"upsample_conv2d takes a 3×3 kernel, got {kernel.shape[:2]}")
-    b, h, w, _ = x.shape
+    # The input is padded here, once, and the convolutions are VALID: XLA:CPU computed the weight
+    # gradient of a 2×2 or 1×1 kernel with its own (asymmetric) padding up to 50× slower.
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    even_even = _conv_valid(xp, kernel[::2, ::2])
-    even_odd = _conv_valid(xp[:, :, 1:], kernel[::2, 1:2])
-    odd_even = _conv_valid(xp[:, 1:], kernel[1:2, ::2])
-    odd_odd = xp[:, 1:, 1:] @ kernel[1, 1]
-    y = jnp.stack([jnp.stack([even_even, even_odd], 3), jnp.stack([odd_even, odd_odd], 3)], 2)
-    y = y.reshape(b, 2 * h + 2, 2 * w + 2, kernel.shape[-1])                 # [B, H+1, 2, W+1, 2, C] interleaved
+    y = _interleave_2x(conv2d(xp, kernel[::2, ::2], padding="VALID"),
+                       conv2d(xp[:, :, 1:], kernel[::2, 1:2], padding="VALID"),
+                       conv2d(xp[:, 1:], kernel[1:2, ::2], padding="VALID"),
+                       xp[:, 1:, 1:] @ kernel[1, 1])                          # [B, 2H+2, 2W+2, Cout]
     return blur(y, (1, 0)) * 4.0
 
 
@@ -191,10 +189,9 @@ def upsample_conv2d_reference(x: Array, kernel: Array) -> Array:
 
     Slow to differentiate on XLA:CPU; the reference the polyphase form is checked against.
     """
-    k = kernel.shape[0]
     if kernel.shape[:2] != (3, 3):      # the filter's padding (1, 1) below is the 3×3 case's
         raise ValueError(f"upsample_conv2d_reference takes a 3×3 kernel, got {kernel.shape[:2]}")
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((k - 1, k - 1), (k - 1, k - 1)), lhs_dilation=(2, 2),
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))       # [B, 2H+1, 2W+1, C]
     return blur(y, (1, 1)) * 4.0
 
